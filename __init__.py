@@ -1,0 +1,13 @@
+"""ComfyUI entry point of the CogniEdit node pack (V3 schema).
+
+ComfyUI imports this package from ``custom_nodes/`` and awaits ``comfy_entrypoint``.
+Nothing here loads a model: node classes are registered, weights load when a node runs.
+"""
+
+
+
+
+async def comfy_entrypoint():
+    from .nodes import CogniEditExtension
+
+    return CogniEditExtension()
