@@ -23,10 +23,10 @@ if [ -n "$host" ]; then
     "${pip[@]}" -c "$pins" torch torchvision torchaudio
     grep -viE '^\s*(torch|torchvision|torchaudio)\s*$' "$host/requirements.txt" >"$venv/host-requirements.txt"
     "${pip[@]}" -c "$pins" -r "$venv/host-requirements.txt"
-    "${pip[@]}" -c "$pins" -e ".[test,train]"
+    "${pip[@]}" -c "$pins" -e ".[shapes,test,train]"
 else
     echo "setup_env: no ComfyUI host found: core environment only (host tests will skip)"
     "${pip[@]}" "torch==${TORCH_VERSION:-2.13.0}"
-    "${pip[@]}" -c <(echo "torch==${TORCH_VERSION:-2.13.0}") -e ".[test,train]"
+    "${pip[@]}" -c <(echo "torch==${TORCH_VERSION:-2.13.0}") -e ".[shapes,test,train]"
 fi
 echo "setup_env: ready: $venv"
