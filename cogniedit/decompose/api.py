@@ -1,0 +1,123 @@
+"""`decompose(image, instruction, backend, settings, cache, progress)`: the single entry point.
+
+Whatever the backend does (fails, times out, answers garbage), the caller gets a Decomposition;
+model trouble shows up as source "fallback" plus warnings, never as an exception, unless
+`settings.strict` asks for one. Bad *input* (not an image, not a string) raises a ValueError that
+says how to fix it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from .backends import Backend, RulesBackend, make_backend
+from .cache import DecompositionCache, cache_key
+from .parser import decomposition_from_answer
+from .prompt import build_messages
+from .rules import decompose_rules
+from .settings import DecomposeSettings
+from .types import Decomposition
+
+ProgressFn = Callable[[int, int, str], None]
+_STEPS = 3
+
+
+class DecomposeError(RuntimeError):
+    """Raised only with settings.strict: the model failed or gave no usable answer."""
+
+
+def as_uint8_image(image) -> np.ndarray | None:
+    """numpy uint8 [H, W, 3] (the core's image convention) from uint8 arrays or PIL images."""
+    if image is None:
+        return None
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image
+        image = np.asarray(image.convert("RGB"))
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a numpy uint8 array [H, W, 3] or a PIL image, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(
+            f"image dtype is {image.dtype}; convert 0..1 floats with (image * 255).round().astype(np.uint8)"
+        )
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 1:
+        raise ValueError(f"image shape {image.shape} is not [H, W, 3]; pass one RGB image, not a batch")
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def condition_image(image: np.ndarray | None, max_pixels: int) -> np.ndarray | None:
+    """Shrink to at most `max_pixels` (aspect kept); smaller images pass through untouched."""
+    if image is None or max_pixels <= 0 or image.shape[0] * image.shape[1] <= max_pixels:
+        return image
+    from PIL import Image
+
+    scale = (max_pixels / (image.shape[0] * image.shape[1])) ** 0.5
+    size = (max(1, int(image.shape[1] * scale)), max(1, int(image.shape[0] * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
+
+
+def _resolve_backend(backend) -> Backend:
+    if backend is None:
+        return RulesBackend()
+    if isinstance(backend, str):
+        return make_backend(backend)
+    if not callable(getattr(backend, "generate", None)):
+        raise ValueError(f"backend must be a backend name or object with generate(), got {type(backend).__name__}")
+    return backend
+
+
+def decompose(image, instruction: str, backend: Backend | str | None = "rules",
+              settings: DecomposeSettings | None = None, cache: DecompositionCache | None = None,
+              progress: ProgressFn | None = None) -> Decomposition:
+    """Turn a source image + instruction into directives (enriched instruction, targets, focus phrases)."""
+    if not isinstance(instruction, str):
+        raise ValueError(f"instruction must be a string, got {type(instruction).__name__}")
+    settings = settings or DecomposeSettings()
+    backend = _resolve_backend(backend)
+    image = as_uint8_image(image)
+    report = progress or (lambda step, total, message: None)
+
+    if not instruction.strip():
+        result = decompose_rules(instruction)
+        result.warnings.append("the instruction is empty; nothing to decompose")
+        return result
+    if not getattr(backend, "uses_model", True):
+        report(_STEPS, _STEPS, "decomposed with rules")
+        return decompose_rules(instruction)
+
+    key = None
+    if cache is not None:
+        key = cache_key(image, instruction, backend.identity(), settings.identity())
+        hit = cache.get(key)
+        if hit is not None:
+            report(_STEPS, _STEPS, "decomposition from cache")
+            return hit
+
+    report(1, _STEPS, f"generating with {backend.name}")
+    started = time.perf_counter()
+    try:
+        raw = backend.generate(build_messages(instruction, with_image=image is not None),
+                               condition_image(image, settings.image_max_pixels), settings)
+    except Exception as error:
+        if settings.strict:
+            raise DecomposeError(f"{backend.name} failed: {error}") from error
+        result = decompose_rules(instruction)
+        result.source = "fallback"
+        result.warnings.append(f"{backend.name} failed ({type(error).__name__}: {error}); used the rule-based decomposition")
+        report(_STEPS, _STEPS, "model failed; used rules")
+        return result  # not cached: the failure may be transient
+
+    report(2, _STEPS, f"parsing the answer ({time.perf_counter() - started:.1f} s)")
+    result = decomposition_from_answer(raw, instruction)
+    if settings.strict and result.source == "fallback":
+        raise DecomposeError("; ".join(result.warnings))
+    if cache is not None:
+        try:
+            cache.put(key, result)
+        except OSError as error:
+            result.warnings.append(f"could not write the decomposition cache: {error}")
+    report(_STEPS, _STEPS, f"decomposed ({result.source})")
+    return result

@@ -1,0 +1,147 @@
+"""Any local transformers vision-language model folder (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, ...).
+
+Loads with `AutoModelForImageTextToText` and the folder's processor; `trust_remote_code` is off
+unless the caller turns it on. Without torchvision, transformers 5 cannot build the stock Qwen-VL
+processors (their video slot needs it) and `AutoProcessor` quietly returns the bare tokenizer, so an
+image-only processor around the PIL image processor is built instead (`image_only_processor`).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..settings import DecomposeSettings
+from .base import BackendError
+
+# Turns {"type": "image"} parts into Qwen vision markers; used when a folder ships no chat template
+# with image support (the stock Qwen tokenizer template is text-only).
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_PROCESSOR_BY_MODEL_TYPE = {
+    "qwen2_vl": "Qwen2VLProcessor",
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+    "qwen3_vl": "Qwen3VLProcessor",
+}
+
+
+def image_only_processor(base_cls, image_processor, tokenizer, chat_template: str | None = None):
+    """A Qwen-VL processor without the video slot (transformers derives its parts from __init__)."""
+    from transformers.processing_utils import ProcessorMixin
+
+    class ImageOnlyProcessor(base_cls):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            self.vision_start_token, self.vision_end_token = "<|vision_start|>", "<|vision_end|>"
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+
+    ImageOnlyProcessor.__name__ = f"ImageOnly{base_cls.__name__}"
+    return ImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                              chat_template=chat_template or QWEN_VL_CHAT_TEMPLATE)
+
+
+def _has_torchvision() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torchvision") is not None
+
+
+def load_processor(folder: str, model_type: str, trust_remote_code: bool = False):
+    import transformers
+
+    if _has_torchvision():
+        processor = transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        if hasattr(processor, "image_processor"):
+            if not getattr(processor, "chat_template", None):
+                processor.chat_template = QWEN_VL_CHAT_TEMPLATE
+            return processor
+    base_name = _PROCESSOR_BY_MODEL_TYPE.get(model_type)
+    if base_name is None:
+        raise BackendError(
+            f"cannot build a processor for model type {model_type!r} without torchvision; "
+            "install torchvision or use a Qwen2-VL / Qwen2.5-VL / Qwen3-VL model"
+        )
+    image_processor = transformers.AutoImageProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    template = getattr(tokenizer, "chat_template", None)
+    template = template if template and "image" in template else None
+    return image_only_processor(getattr(transformers, base_name), image_processor, tokenizer, template)
+
+
+class TransformersVLMBackend:
+    """A local VLM: pass a model folder, or an already built `model` and `processor`."""
+
+    name = "transformers_vlm"
+    uses_model = True
+
+    def __init__(self, model_path: str | None = None, *, model=None, processor=None, device: str = "cpu",
+                 dtype: str | None = None, trust_remote_code: bool = False, model_id: str | None = None,
+                 generate_kwargs: dict | None = None):
+        if model_path is None and (model is None or processor is None):
+            raise ValueError("TransformersVLMBackend needs model_path, or both model= and processor=")
+        self.model_path = model_path
+        self.model, self.processor = model, processor
+        self.device, self.dtype, self.trust_remote_code = device, dtype, trust_remote_code
+        self.model_id = model_id or (str(Path(model_path).resolve()) if model_path else type(model).__name__)
+        self.extra_generate_kwargs = dict(generate_kwargs or {})  # e.g. repetition_penalty
+        self._lock = threading.Lock()  # one generate at a time: the model is shared state
+
+    def identity(self) -> dict:
+        return {"backend": self.name, "model": self.model_id, "generate": self.extra_generate_kwargs}
+
+    def load(self):
+        if self.model is not None:
+            return
+        import transformers
+
+        folder = Path(self.model_path)
+        if not (folder / "config.json").is_file():
+            raise BackendError(f"{folder} is not a transformers model folder (no config.json); point model_path at one")
+        kwargs = {"trust_remote_code": self.trust_remote_code}
+        if self.dtype:
+            kwargs["dtype"] = self.dtype
+        model = transformers.AutoModelForImageTextToText.from_pretrained(str(folder), **kwargs)
+        self.processor = load_processor(str(folder), model.config.model_type, self.trust_remote_code)
+        self.model = model.to(self.device).eval()
+
+    def prepare(self, messages: list[dict], image: np.ndarray | None):
+        """Processor inputs for one conversation (exposed so benchmarks can time generate alone)."""
+        from PIL import Image
+
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        images = [Image.fromarray(image)] if image is not None else None
+        return self.processor(text=[text], images=images, return_tensors="pt").to(self.model.device)
+
+    def generation_kwargs(self, settings: DecomposeSettings) -> dict:
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        kwargs = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.temperature > 0,
+                  "pad_token_id": tokenizer.pad_token_id}
+        if settings.temperature > 0:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+        kwargs.update(self.extra_generate_kwargs)
+        return kwargs
+
+    def generate(self, messages, image, settings) -> str:
+        import torch
+
+        with self._lock:
+            self.load()
+            inputs = self.prepare(messages, image)
+            if settings.temperature > 0:
+                torch.manual_seed(settings.seed)
+            with torch.inference_mode():
+                output = self.model.generate(**inputs, **self.generation_kwargs(settings))
+            new_tokens = output[:, inputs["input_ids"].shape[1]:]
+            return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0]

@@ -1,0 +1,173 @@
+"""The OpenAI-compatible HTTP backend against a real local server (http.server on 127.0.0.1)."""
+
+import base64
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cogniedit.decompose import DecomposeError, DecomposeSettings, OpenAIHTTPBackend, decompose
+from cogniedit.decompose.backends.openai_http import chat_completions_url
+
+GOOD_ANSWER = ("<info>a white cup on the left, a blue cup on the right</info><think>left cup</think>"
+               "<answer>Make the white cup on the left red.</answer><object>one red cup on the left</object>")
+FAST = DecomposeSettings(max_new_tokens=64, timeout_s=2.0, retries=2, backoff_s=0.01)
+
+
+def completion(content):
+    return json.dumps({"id": "x", "object": "chat.completion",
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}).encode()
+
+
+class ChatServer:
+    """Plays a script of replies, one per request: ("ok", text) | ("status", code) | ("raw", bytes) | ("sleep", s)."""
+
+    def __init__(self):
+        self.script, self.requests = [], []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                kind, value = outer.script.pop(0) if outer.script else ("ok", GOOD_ANSWER)
+                if kind == "sleep":
+                    time.sleep(value)
+                    kind, value = "ok", GOOD_ANSWER
+                if kind == "status":
+                    self.send_response(value)
+                    self.end_headers()
+                    self.wfile.write(b"server trouble")
+                    return
+                payload = completion(value) if kind == "ok" else value
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def server():
+    srv = ChatServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def image():
+    img = np.zeros((40, 60, 3), dtype=np.uint8)
+    img[:, :30] = (250, 250, 250)
+    img[:, 30:] = (20, 40, 220)
+    return img
+
+
+def test_url_forms():
+    assert chat_completions_url("http://h:1") == "http://h:1/v1/chat/completions"
+    assert chat_completions_url("http://h:1/v1/") == "http://h:1/v1/chat/completions"
+    assert chat_completions_url("http://h:1/v1/chat/completions") == "http://h:1/v1/chat/completions"
+    with pytest.raises(ValueError, match="http://"):
+        OpenAIHTTPBackend("127.0.0.1:8000", "m")
+
+
+def test_good_reply_sends_the_openai_protocol_with_the_image(server, image):
+    backend = OpenAIHTTPBackend(server.url, "pebr-r1-7b", api_key="secret-key")
+    result = decompose(image, "make the left cup red", backend, FAST)
+    assert result.source == "mllm" and result.enriched_instruction == "Make the white cup on the left red."
+    assert result.targets == ["one red cup on the left"]
+    request = server.requests[0]
+    assert request["path"] == "/v1/chat/completions"
+    assert request["headers"]["Authorization"] == "Bearer secret-key"
+    body = request["body"]
+    assert body["model"] == "pebr-r1-7b" and body["max_tokens"] == 64 and body["stream"] is False
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    part = next(p for p in body["messages"][1]["content"] if p["type"] == "image_url")
+    url = part["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    sent = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert np.array_equal(sent, image)  # lossless, and small images are not resized
+    assert "secret-key" not in json.dumps(backend.identity())
+
+
+def test_large_images_are_shrunk_to_the_condition_area(server):
+    big = np.full((800, 1200, 3), 128, dtype=np.uint8)
+    decompose(big, "make it red", OpenAIHTTPBackend(server.url, "m"), FAST)
+    url = server.requests[0]["body"]["messages"][1]["content"][0]["image_url"]["url"]
+    w, h = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size
+    assert w * h <= 384 * 384 and abs(w / h - 1.5) < 0.01
+
+
+def test_timeout_falls_back_quickly_with_a_warning(server, image):
+    server.script = [("sleep", 1.5)]
+    settings = DecomposeSettings(timeout_s=0.2, retries=0)
+    started = time.perf_counter()
+    result = decompose(image, "make the left cup red", OpenAIHTTPBackend(server.url, "m"), settings)
+    assert time.perf_counter() - started < 1.4  # gave up before the server answered
+    assert result.source == "fallback" and "timed out after 0.2 s" in result.warnings[-1]
+    assert [p.text for p in result.focus] == ["left", "red"]
+
+
+def test_http_500_then_success_is_retried(server, image):
+    server.script = [("status", 500), ("status", 503)]
+    slept = []
+    backend = OpenAIHTTPBackend(server.url, "m", sleep=slept.append)
+    result = decompose(image, "make the left cup red", backend, FAST)
+    assert result.source == "mllm" and len(server.requests) == 3
+    assert slept == [0.01, 0.02]  # exponential backoff
+
+
+def test_retries_run_out_and_the_error_names_the_last_failure(server, image):
+    server.script = [("status", 500)] * 3
+    result = decompose(image, "make the left cup red", OpenAIHTTPBackend(server.url, "m", sleep=lambda s: None), FAST)
+    assert result.source == "fallback" and "after 3 tries" in result.warnings[-1] and "HTTP 500" in result.warnings[-1]
+
+
+def test_client_errors_are_not_retried_and_hint_at_the_fix(server, image):
+    server.script = [("status", 401)]
+    result = decompose(image, "make the left cup red", OpenAIHTTPBackend(server.url, "m"), FAST)
+    assert len(server.requests) == 1 and "check the API key" in result.warnings[-1]
+
+
+@pytest.mark.parametrize("reply", [
+    ("raw", b"<html>not json</html>"), ("raw", b'{"choices": []}'), ("raw", b"\xff\xfe\x00garbage"),
+    ("ok", "Sure! Here is a nice image."), ("ok", None), ("ok", "<answer></answer>"),
+])
+def test_garbage_replies_fall_back_to_rules(server, image, reply):
+    server.script = [reply]
+    result = decompose(image, "make the left cup red", OpenAIHTTPBackend(server.url, "m"), FAST)
+    assert result.source == "fallback" and result.warnings
+    assert result.enriched_instruction == "make the left cup red" and [p.text for p in result.focus] == ["left", "red"]
+
+
+def test_strict_mode_raises_instead(server, image):
+    server.script = [("raw", b"garbage")]
+    with pytest.raises(DecomposeError, match="not an OpenAI chat completion"):
+        decompose(image, "make it red", OpenAIHTTPBackend(server.url, "m"), DecomposeSettings(strict=True))
+
+
+def test_unreachable_server_falls_back(image):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = DecomposeSettings(timeout_s=0.5, retries=1, backoff_s=0.0)
+    result = decompose(image, "make it red", OpenAIHTTPBackend(f"http://127.0.0.1:{port}", "m"), settings)
+    assert result.source == "fallback" and "connection failed" in result.warnings[-1]
