@@ -1,0 +1,175 @@
+"""An attention override with ComfyUI's ``optimized_attention_override(func, *args, **kwargs)`` signature.
+
+Host-free: it never imports comfy. ``func`` is whatever attention callable the host passes
+(``func(q, k, v, heads, mask=None, skip_reshape=False, skip_output_reshape=False, transformer_options=...)``).
+Qwen-Image passes its mask positionally (5th argument), Flux as ``mask=``; both are normalised to ``mask=``.
+
+The adapter stores the DiT's text length in ``transformer_options[TXT_LEN_KEY]`` (a DIFFUSION_MODEL
+wrapper sees ``context.shape[1]``); without it the override is a pass-through. Layout of the joint
+sequence: ``[text (L) | noisy image | reference images]``; only noisy-image query rows are biased
+(reference rows too when ``exclude_reference=False``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from .bias import (
+    FocusSchedule,
+    attention_mass,
+    block_active,
+    combine_masks,
+    focus_weights,
+    is_identity,
+    key_bias,
+    parse_blocks,
+    rows_of_mask,
+    value_scale,
+)
+
+TXT_LEN_KEY = "cogniedit_txt_len"
+MODES = ("bias", "value")
+
+
+@dataclass
+class FocusProbe:
+    """Records, per attention call, the mean attention mass image queries put on the focused tokens."""
+
+    records: list = field(default_factory=list)
+
+    def mean_mass(self) -> float:
+        vals = [m for r in self.records for m in r["mass"]]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+
+def _active_samples(batch: int, cond_or_uncond, cond_only: bool) -> list[bool]:
+    if not cond_only or not cond_or_uncond:
+        return [True] * batch
+    per = max(batch // len(cond_or_uncond), 1)
+    return [cond_or_uncond[min(b // per, len(cond_or_uncond) - 1)] == 0 for b in range(batch)]
+
+
+def _per_sample(spans_per_sample: Sequence, batch: int, n_chunks: int) -> list:
+    n = len(spans_per_sample)
+    per = max(batch // max(n_chunks, 1), 1)
+    if n == 1:
+        return list(spans_per_sample) * batch
+    if n == per:
+        return [spans_per_sample[b % per] for b in range(batch)]
+    if n == batch:
+        return list(spans_per_sample)
+    raise ValueError(
+        f"focus spans given for {n} samples, but the attention batch is {batch} ({n_chunks} cond/uncond chunks); "
+        "give one span list, one per prompt, or one per batch entry"
+    )
+
+
+def _to_heads(t: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
+    if skip_reshape:
+        return t
+    b, n, hd = t.shape
+    return t.view(b, n, heads, hd // heads).transpose(1, 2)
+
+
+def make_attention_override(
+    spans_per_sample: Sequence,
+    strength: float,
+    blocks: str = "all",
+    schedule: FocusSchedule | None = None,
+    prev_override: Callable | None = None,
+    *,
+    mode: str = "bias",
+    cond_only: bool = True,
+    exclude_reference: bool = True,
+    structured: bool = True,
+    probe: FocusProbe | None = None,
+    txt_len_key: str = TXT_LEN_KEY,
+) -> Callable:
+    """Build ``override(func, *args, **kwargs)``.
+
+    ``spans_per_sample``: per prompt, token positions (list of ints / ``FocusSpans``) or soft weights.
+    ``structured=True`` splits the query rows into text | image | reference chunks and gives the image
+    chunk a ``[B,1,1,Lk]`` bias (memory O(Lk)); ``False`` builds one dense ``[B,1,Lq,Lk]`` bias.
+    Whenever focus is inactive (strength 0, no spans, block/schedule off, no text length) the call
+    goes through untouched, so the output is bit-identical to the unpatched model.
+    """
+    if mode not in MODES:
+        raise ValueError(f"focus mode must be one of {MODES}, got {mode!r}")
+    block_spec = parse_blocks(blocks)
+    schedule = schedule or FocusSchedule()
+    identity = is_identity(spans_per_sample, strength)
+
+    def call_next(func, args, kwargs):
+        return prev_override(func, *args, **kwargs) if prev_override is not None else func(*args, **kwargs)
+
+    def override(func, *args, **kwargs):
+        to = kwargs.get("transformer_options") or {}
+        text_len = to.get(txt_len_key)
+        if text_len is None or (identity and probe is None):
+            return call_next(func, args, kwargs)
+        if not block_active(to.get("block_index"), block_spec, to.get("block_type"), to.get("total_blocks")):
+            return call_next(func, args, kwargs)
+        if not schedule.active(to.get("sigmas"), to.get("sample_sigmas")):
+            return call_next(func, args, kwargs)
+
+        q, k, v, heads = args[0], args[1], args[2], args[3]
+        args, kwargs = list(args), dict(kwargs)
+        mask = args.pop(4) if len(args) > 4 else kwargs.pop("mask", None)  # Qwen: positional; Flux: keyword
+        skip_reshape = bool(kwargs.get("skip_reshape", False))
+        seq_dim = 2 if skip_reshape else 1
+        batch, n_q, n_k = q.shape[0], q.shape[seq_dim], k.shape[seq_dim]
+        n_ref = sum(to.get("reference_image_num_tokens", []) or []) if exclude_reference else 0
+        rows = (min(text_len, n_q), max(n_q - n_ref, text_len))
+        cond_or_uncond = to.get("cond_or_uncond")
+        samples = _per_sample(spans_per_sample, batch, len(cond_or_uncond or []) or 1)
+        active = _active_samples(batch, cond_or_uncond, cond_only)
+        if not any(active) and probe is None:  # e.g. an uncond-only batch: exact unpatched call
+            kwargs["mask"] = mask
+            return call_next(func, args, kwargs)
+        base_mask = combine_masks(None, mask, q.dtype)
+
+        if probe is not None:
+            w = focus_weights(samples, text_len, device=q.device) * torch.tensor(active, device=q.device)[:, None]
+            extra = key_bias(samples, text_len, n_k, strength, active=active, dtype=torch.promote_types(q.dtype, torch.float32), device=q.device)
+            probe_mask = base_mask if extra is None or mode != "bias" else combine_masks(extra, mask, torch.promote_types(q.dtype, torch.float32))
+            mass = attention_mass(_to_heads(q, heads, skip_reshape), _to_heads(k, heads, skip_reshape), w, text_len, rows, probe_mask)
+            probe.records.append({
+                "block_index": to.get("block_index"), "block_type": to.get("block_type"),
+                "sigma": None if to.get("sigmas") is None else float(torch.as_tensor(to["sigmas"]).reshape(-1)[0]),
+                "strength": 0.0 if identity else strength, "mass": [float(m) for m, a in zip(mass, active) if a],
+            })
+        if identity or not any(active):
+            kwargs["mask"] = mask
+            return call_next(func, args, kwargs)
+
+        if mode == "bias" and not structured:
+            bias = key_bias(samples, text_len, n_k, strength, active=active, dtype=q.dtype, device=q.device)
+            dense = torch.zeros(batch, 1, n_q, n_k, dtype=q.dtype, device=q.device)
+            dense[:, :, rows[0]:rows[1], :] = bias
+            kwargs["mask"] = combine_masks(dense, mask, q.dtype)
+            return call_next(func, args, kwargs)
+
+        # Structured: attention rows are independent, so run text | image | reference rows separately.
+        if mode == "bias":
+            image_mask = combine_masks(key_bias(samples, text_len, n_k, strength, active=active, dtype=q.dtype,
+                                                device=q.device), rows_of_mask(base_mask, rows[0], rows[1], n_q), q.dtype)
+            image_v = v
+        else:
+            image_mask = rows_of_mask(base_mask, rows[0], rows[1], n_q)
+            image_v = value_scale(v, samples, text_len, strength, seq_dim, active=active)
+        out_dim = 2 if kwargs.get("skip_output_reshape") else 1
+        pieces = []
+        for r0, r1, m, vv in ((0, rows[0], rows_of_mask(base_mask, 0, rows[0], n_q), v),
+                              (rows[0], rows[1], image_mask, image_v),
+                              (rows[1], n_q, rows_of_mask(base_mask, rows[1], n_q, n_q), v)):
+            if r1 <= r0:
+                continue
+            part_args = [q.narrow(seq_dim, r0, r1 - r0), k, vv] + args[3:]
+            pieces.append(call_next(func, part_args, dict(kwargs, mask=m)))
+        return torch.cat(pieces, dim=out_dim)
+
+    override.cogniedit_focus = True  # lets adapters recognise (and not double-wrap) their own override
+    return override

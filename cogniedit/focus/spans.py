@@ -1,0 +1,237 @@
+"""Focus phrases -> token positions in the conditioning sequence exactly as the DiT sees it.
+
+The DiT never sees the prompt alone: ComfyUI wraps it in a chat template, cuts the template's
+head, and (Qwen-Image-Edit) expands each ``<|image_pad|>`` into the vision encoder's tokens. So we
+rebuild the same string, tokenize it with offsets, apply the same cut and expansion, and map each
+phrase's characters to the tokens that overlap them. Layouts (see docs/focus.md):
+
+* ``qwen_image``: position 0 = first user token (ComfyUI drops everything up to ``<|im_start|>user\\n``);
+* ``qwen_image_edit``: ``[Picture N: ]<|vision_start|><vision tokens><|vision_end|>`` precede the prompt;
+  vision-token counts come from the image sizes, or positions are counted from the END when the real
+  conditioning length is known (the ``<|im_end|>\\n<|im_start|>assistant\\n`` suffix is 5 tokens);
+* ``flux`` (T5): position i = token i of the tokenizer's own encoding (EOS appended by the tokenizer).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+LAYOUTS = ("qwen_image", "qwen_image_edit", "flux")
+
+# ComfyUI's templates (comfy/text_encoders/qwen_image.py, comfy_extras/nodes_qwen.py): only the part
+# up to "<|im_start|>user\n" differs between them and that part is cut, so one template serves both.
+QWEN_TEMPLATE = (
+    "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, quantity, text, "
+    "spatial relationships of the objects and background:<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+IM_START_ID = 151644
+USER_ID = 872
+NEWLINE_ID = 198
+IMAGE_PAD_ID = 151655
+QWEN_SUFFIX_TOKENS = 5  # <|im_end|> \n <|im_start|> assistant \n
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """One occurrence of a phrase: tokens ``[start, end)`` of the DiT's text sequence."""
+
+    phrase: str
+    start: int
+    end: int
+    char_start: int  # in the prompt
+    char_end: int
+
+    @property
+    def positions(self) -> list[int]:
+        return list(range(self.start, self.end))
+
+
+@dataclass
+class FocusSpans:
+    """Spans of one prompt plus the warnings (absent phrases) and the text length the DiT sees."""
+
+    spans: list[TokenSpan] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    text_len: int = 0
+
+    @property
+    def positions(self) -> list[int]:
+        return sorted({p for s in self.spans for p in s.positions})
+
+    def from_end(self) -> list[int]:
+        """Positions as negative offsets from the end of the text (independent of what precedes the prompt)."""
+        return [p - self.text_len for p in self.positions]
+
+
+def qwen_vl_vision_tokens(height: int, width: int, min_pixels: int = 3136, max_pixels: int = 12845056) -> int:
+    """Vision tokens Qwen2.5-VL emits for one image of this size (14 px patches merged 2x2).
+
+    Same resize rule as ComfyUI's ``process_qwen2vl_images`` (sizes after ComfyUI's own rescale of the
+    image it feeds the text encoder, e.g. ~384x384 area for TextEncodeQwenImageEdit(Plus)).
+    """
+    factor = 28
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return (h_bar // factor) * (w_bar // factor)
+
+
+def edit_image_prefix(n_images: int, picture_labels: bool = True) -> str:
+    """The text ComfyUI puts before the prompt for Qwen-Image-Edit (Plus labels pictures, the first node does not)."""
+    block = "<|vision_start|><|image_pad|><|vision_end|>"
+    if picture_labels:
+        return "".join(f"Picture {i + 1}: {block}" for i in range(n_images))
+    return block * n_images
+
+
+def find_phrase_chars(prompt: str, phrase: str, occurrences: str = "all") -> list[tuple[int, int]]:
+    """Case-insensitive character ranges of ``phrase`` in ``prompt``; whole words preferred.
+
+    A bare substring match ("red" inside "colored") is used only when no whole-word match exists.
+    """
+    needle = phrase.strip()
+    if not needle:
+        return []
+    escaped = re.escape(needle)
+    left = r"(?<!\w)" if needle[0].isalnum() else ""
+    right = r"(?!\w)" if needle[-1].isalnum() else ""
+    hits = [(m.start(), m.end()) for m in re.finditer(left + escaped + right, prompt, flags=re.IGNORECASE)]
+    if not hits:
+        hits = [(m.start(), m.end()) for m in re.finditer(escaped, prompt, flags=re.IGNORECASE)]
+    if occurrences == "first":
+        return hits[:1]
+    if occurrences != "all":
+        raise ValueError(f"occurrences must be 'all' or 'first', got {occurrences!r}")
+    return hits
+
+
+def _encode(tokenizer, text: str, add_special_tokens: bool):
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
+    if "offset_mapping" not in enc:
+        raise TypeError("the tokenizer gives no offset mapping; pass a fast (Rust-backed) Hugging Face tokenizer")
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def _qwen_cut(ids: Sequence[int]) -> int:
+    """Index of the first kept token, by ComfyUI's rule in QwenImageTEModel.encode_token_weights."""
+    end, seen = -1, 0
+    for i, t in enumerate(ids):
+        if t == IM_START_ID and seen < 2:
+            end, seen = i, seen + 1
+    if len(ids) > end + 3 and ids[end + 1] == USER_ID and ids[end + 2] == NEWLINE_ID:
+        end += 3
+    return max(end, 0)
+
+
+def _layout_tokens(prompt, tokenizer, layout, n_images, picture_labels, vision_tokens):
+    """(positions, char offsets in the prompt, DiT text length) for every kept token.
+
+    Tokens outside the prompt get offsets (-1, -1), so only prompt tokens can match a phrase.
+    """
+    if layout == "flux":
+        ids, offs = _encode(tokenizer, prompt, add_special_tokens=True)
+        offs = [(s, e) if e > s else (-1, -1) for s, e in offs]
+        return list(range(len(ids))), offs, len(ids)
+    prefix = edit_image_prefix(n_images, picture_labels) if layout == "qwen_image_edit" else ""
+    head, _ = QWEN_TEMPLATE.split("{}")
+    full = QWEN_TEMPLATE.format(prefix + prompt)
+    ids, offs = _encode(tokenizer, full, add_special_tokens=False)
+    shift = len(head) + len(prefix)  # where the prompt starts in the full string
+    cut = _qwen_cut(ids)
+    positions, prompt_offs, pos, pad_seen = [], [], 0, 0
+    for t, (s, e) in zip(ids[cut:], offs[cut:]):
+        positions.append(pos)
+        in_prompt = s >= shift and e <= shift + len(prompt) and e > s
+        prompt_offs.append((s - shift, e - shift) if in_prompt else (-1, -1))
+        if t == IMAGE_PAD_ID:  # the text encoder replaces this one token with the image's vision tokens
+            pos += vision_tokens[pad_seen] if pad_seen < len(vision_tokens) else 1
+            pad_seen += 1
+        else:
+            pos += 1
+    return positions, prompt_offs, pos
+
+
+def phrase_spans(
+    prompt: str,
+    phrases: Sequence[str],
+    tokenizer,
+    layout: str = "qwen_image",
+    *,
+    occurrences: str = "all",
+    n_images: int = 1,
+    picture_labels: bool = True,
+    vision_tokens: Sequence[int] | None = None,
+    image_sizes: Sequence[tuple[int, int]] | None = None,
+    context_len: int | None = None,
+) -> FocusSpans:
+    """Token spans of each phrase (case-insensitive) in the DiT's text sequence for ``prompt``.
+
+    ``layout``: one of LAYOUTS. For ``qwen_image_edit`` give ``vision_tokens`` (per image), or
+    ``image_sizes`` ((height, width) of the images the text encoder saw), or ``context_len`` (the real
+    conditioning length): with ``context_len`` positions are counted from the end, which needs no
+    vision-token count at all. Absent phrases give a warning, never an exception.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    if vision_tokens is None and image_sizes is not None:
+        vision_tokens = [qwen_vl_vision_tokens(h, w) for h, w in image_sizes]
+    positions, offs, text_len = _layout_tokens(
+        prompt, tokenizer, layout, n_images if layout == "qwen_image_edit" else 0, picture_labels, list(vision_tokens or [])
+    )
+    if context_len is not None and layout != "flux":
+        # Count from the end: the suffix after the prompt has a fixed token count, the prefix may not.
+        delta = context_len - text_len
+        positions = [p + delta for p in positions]
+        text_len = context_len
+    elif layout == "qwen_image_edit" and vision_tokens is None and n_images > 0:
+        raise ValueError(
+            "qwen_image_edit needs vision_tokens, image_sizes or context_len to place the prompt after the vision tokens"
+        )
+    result = FocusSpans(text_len=text_len)
+    for phrase in phrases:
+        ranges = find_phrase_chars(prompt, phrase, occurrences)
+        if not ranges:
+            result.warnings.append(f"focus phrase {phrase!r} is not in the prompt {prompt!r}; it is ignored")
+            continue
+        for cs, ce in ranges:
+            hit = [p for p, (s, e) in zip(positions, offs) if s >= 0 and s < ce and e > cs]
+            if not hit or hit[0] < 0:
+                result.warnings.append(f"focus phrase {phrase!r} has no tokens inside the conditioning; it is ignored")
+                continue
+            result.spans.append(TokenSpan(phrase, hit[0], hit[-1] + 1, cs, ce))
+    return result
+
+
+def batch_phrase_spans(
+    prompts: Sequence[str],
+    phrases: Sequence[str] | Sequence[Sequence[str]],
+    tokenizer,
+    layout: str = "qwen_image",
+    **kwargs,
+) -> list[FocusSpans]:
+    """Per-sample spans. ``phrases``: one list shared by all prompts, or one list per prompt.
+
+    Per-sample keyword lists (``vision_tokens``, ``image_sizes``, ``context_len``) may be given as
+    ``<name>_per_sample``.
+    """
+    shared = len(phrases) == 0 or isinstance(phrases[0], str)
+    if not shared and len(phrases) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(phrases)} phrase lists; give one list per prompt or one shared list")
+    per_sample = {k[: -len("_per_sample")]: v for k, v in kwargs.items() if k.endswith("_per_sample")}
+    common = {k: v for k, v in kwargs.items() if not k.endswith("_per_sample")}
+    out = []
+    for i, prompt in enumerate(prompts):
+        extra = {k: v[i] for k, v in per_sample.items()}
+        out.append(phrase_spans(prompt, phrases if shared else phrases[i], tokenizer, layout, **common, **extra))
+    return out

@@ -1,0 +1,142 @@
+"""Focus-weights file: safetensors tensors of a ``LearnedFocus`` + metadata that names the base model.
+
+Metadata (all strings, safetensors header): ``format`` = "cogniedit.focus", ``format_version``,
+``family`` (one of FAMILIES), ``base_hash`` (``base_model_hash`` of the DiT it was trained on),
+``blocks`` (comma list), ``xi``, ``window``, ``hidden_size``. Loading refuses a file made for another
+model and says which model the file fits and which it was given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+FORMAT = "cogniedit.focus"
+FORMAT_VERSION = "1"
+FAMILIES = ("qwen_image", "qwen_image_edit", "flux_kontext", "shapeedit")
+_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.")
+
+
+class FocusWeightsError(ValueError):
+    """The file is unreadable or made for another base model."""
+
+
+def base_model_hash(state_dict_or_module, n_values: int = 4) -> str:
+    """Stable 16-hex-digit hash of a DiT: every key (host prefixes stripped) and shape, plus a few values.
+
+    Values come from the first and last tensors (sorted keys), rounded to 2 significant digits so fp32,
+    fp16 and bf16 copies of one checkpoint hash the same; dtype is left out for the same reason.
+    """
+    sd = state_dict_or_module.state_dict() if hasattr(state_dict_or_module, "state_dict") else state_dict_or_module
+    items = []
+    for key, t in sd.items():
+        for p in _PREFIXES:
+            if key.startswith(p):
+                key = key[len(p):]
+                break
+        items.append((key, t))
+    items.sort(key=lambda kv: kv[0])
+    h = hashlib.sha256()
+    for key, t in items:
+        h.update(f"{key}:{tuple(t.shape)};".encode())
+    for key, t in (items[:2] + items[-2:]) if items else []:
+        vals = t.detach().reshape(-1)[:n_values].float().cpu().tolist()
+        h.update((key + ":" + ",".join(f"{v:.2g}" for v in vals)).encode())
+    return h.hexdigest()[:16]
+
+
+def _describe(meta: dict) -> str:
+    return (f"family={meta.get('family', '?')}, base_hash={meta.get('base_hash', '?')}, "
+            f"hidden_size={meta.get('hidden_size', '?')}")
+
+
+def save_focus_weights(path, module, meta: dict) -> Path:
+    """Write ``module``'s tensors and ``meta`` atomically (temp file in the same folder + os.replace).
+
+    ``meta`` needs ``family`` and ``base_hash``; ``blocks``, ``xi``, ``window``, ``hidden_size`` are
+    filled from the module when it has them.
+    """
+    from safetensors.torch import save_file
+
+    if meta.get("family") not in FAMILIES:
+        raise ValueError(f"meta['family'] must be one of {FAMILIES}, got {meta.get('family')!r}")
+    if not meta.get("base_hash"):
+        raise ValueError("meta['base_hash'] is required: compute it with base_model_hash(<the base DiT>)")
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION}
+    for name in ("xi", "window", "hidden_size"):
+        if hasattr(module, name):
+            full[name] = str(getattr(module, name))
+    if hasattr(module, "block_indices"):
+        full["blocks"] = ",".join(str(b) for b in module.block_indices)
+    full.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=full)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_focus_metadata(path) -> dict:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FocusWeightsError(f"focus weights file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt headers
+        raise FocusWeightsError(f"focus weights file {path} is corrupt or truncated ({exc}); re-save or re-download it") from None
+    if meta.get("format") != FORMAT:
+        raise FocusWeightsError(f"{path} is not a CogniEdit focus weights file (format={meta.get('format')!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise FocusWeightsError(
+            f"{path} has focus format version {meta.get('format_version')!r}; this CogniEdit reads version {FORMAT_VERSION}"
+        )
+    return meta
+
+
+def load_focus_weights(path, expect_family=None, expect_hash=None, expect_hidden=None):
+    """Return ``(state_dict, meta)``; refuse a file made for another base model or a corrupt file."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_focus_metadata(path)
+    given = {"family": expect_family, "base_hash": expect_hash, "hidden_size": expect_hidden}
+    wrong = [k for k, v in given.items() if v is not None and str(v) != meta.get(k)]
+    if wrong:
+        given_desc = ", ".join(f"{k}={v}" for k, v in given.items() if v is not None)
+        raise FocusWeightsError(
+            f"focus weights {path.name} fit the model ({_describe(meta)}) but were given a model with {given_desc} "
+            f"(mismatch: {', '.join(wrong)}); load the focus weights trained for this model"
+        )
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise FocusWeightsError(f"focus weights file {path} is corrupt or truncated ({exc}); re-save or re-download it") from None
+    return tensors, meta
+
+
+def load_learned_focus(path, **expect):
+    """Build a ``LearnedFocus`` from a weights file (checks as ``load_focus_weights``)."""
+    from .learned import LearnedFocus
+
+    tensors, meta = load_focus_weights(path, **expect)
+    try:
+        blocks = [int(b) for b in meta["blocks"].split(",") if b]
+        module = LearnedFocus(int(meta["hidden_size"]), blocks, xi=int(meta["xi"]), window=int(meta["window"]))
+        module.load_state_dict(tensors)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise FocusWeightsError(f"focus weights file {path} does not describe a LearnedFocus module ({exc})") from None
+    return module
