@@ -12,6 +12,10 @@ log = logging.getLogger("cogniedit")
 # Each adapter module exposes NODES: list[type[io.ComfyNode]]. Stable ids start with "CogniEdit".
 NODE_MODULES = [
     "shapes",
+    "sampler",
+    "loader",
+    "decompose",
+    "focus",
 ]
 
 

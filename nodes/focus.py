@@ -1,0 +1,424 @@
+"""CogniEdit Token Focus: MODEL -> a patched MODEL clone whose image tokens attend more to the focus phrases.
+
+The adapter only maps ComfyUI objects onto the host-free core (cogniedit.focus): phrases -> token positions
+(spans.py), the attention override (override.py), the learned relocation (learned.py) and the weights-file
+checks (weights_file.py). What it adds is the ComfyUI plumbing:
+
+* a keyed DIFFUSION_MODEL wrapper that records the DiT's text length (``context.shape[1]``) in
+  ``transformer_options`` (the attention override never sees it otherwise);
+* ``transformer_options["optimized_attention_override"]`` chained with any override already set;
+* learned mode: ``("dit", "double_block", i)`` replace patches that write the learned soft tokens into the
+  text stream and bias that block's attention towards the predicted window, chained with earlier patches.
+
+Everything goes on a clone. Re-applying (the node twice in a chain) first takes our own patches off, so it
+replaces rather than stacks; an override or block patch someone else set is kept and called through.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import comfy.patcher_extension
+from comfy_api.latest import io
+
+from ..cogniedit.decompose.types import Decomposition
+from ..cogniedit.focus.bias import FocusSchedule, parse_blocks
+from ..cogniedit.focus.learned import LearnedFocus, count_blocks, text_hidden_size
+from ..cogniedit.focus.override import TXT_LEN_KEY, FocusProbe, make_attention_override
+from ..cogniedit.focus.spans import phrase_spans
+from ..cogniedit.focus.weights_file import FocusWeightsError, base_model_hash
+from ..cogniedit.text.tokenizer import load_qwen25_tokenizer
+from .common import FOCUS_PATCH_KEY
+from .types import Directives, FocusWeights
+
+PATCH_KEY = "cogniedit_focus"
+DIFFUSION_MODEL = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
+MODES = {"training_free_bias": "bias", "value_scale": "value", "learned": "learned"}
+LAYOUTS = ["auto", "qwen_image", "qwen_image_edit", "flux"]
+COMFY_ROOT = Path(comfy.patcher_extension.__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- model family and tokenizers
+
+def model_family(model) -> str:
+    """"qwen_image" or "flux" from the DiT class; a clear error for anything else."""
+    from comfy.ldm.flux.model import Flux
+    from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
+
+    dit = model.model.diffusion_model
+    if isinstance(dit, QwenImageTransformer2DModel):
+        return "qwen_image"
+    if isinstance(dit, Flux):
+        return "flux"
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    if isinstance(dit, UNetModel):
+        raise ValueError(f"Token Focus is not supported yet for this model type ({type(model.model).__name__}, an "
+                         "SD-family UNet such as InstructPix2Pix): its cross-attention path is not wired. Use "
+                         "Qwen-Image-Edit or Flux Kontext.")
+    raise ValueError(f"Token Focus is not supported yet for this model type ({type(dit).__name__}); it works on "
+                     "Qwen-Image(-Edit) and Flux (Kontext) DiTs.")
+
+
+@functools.lru_cache(maxsize=1)
+def t5_tokenizer():
+    """ComfyUI's own T5 tokenizer files (what Flux's T5-XXL text encoder tokenizes with), offline."""
+    from transformers import T5TokenizerFast
+
+    return T5TokenizerFast.from_pretrained(str(COMFY_ROOT / "comfy" / "text_encoders" / "t5_tokenizer"))
+
+
+def resolve_layout(layout: str, family: str) -> str:
+    if layout == "auto":
+        # Qwen: count from the end, which is right for Qwen-Image and -Edit alike (no vision-token count needed)
+        return "qwen_image_edit" if family == "qwen_image" else "flux"
+    if (layout == "flux") != (family == "flux"):
+        raise ValueError(f"layout {layout!r} does not fit this model ({family}); choose 'auto'")
+    return layout
+
+
+# ---------------------------------------------------------------- phrases -> positions
+
+def split_phrases(text: str) -> list[str]:
+    return [p.strip() for p in re.split(r"[,\n]", text or "") if p.strip()]
+
+
+def directives_text(directives) -> tuple[str, list[str]]:
+    """(enriched instruction, focus phrase texts) of a DIRECTIVES dict."""
+    decomposition = Decomposition.from_dict(directives)
+    return decomposition.enriched_instruction, [p.text for p in decomposition.focus]
+
+
+@dataclass
+class FocusTokens:
+    """Positions handed to the core override, plus what to report. ``entry`` is one sample's positions:
+    a FocusSpans (positions from the start + own length), or a plain list (negative = from the end)."""
+
+    entry: Any
+    count: int
+    lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    prompt_range: tuple[int, int] | None = None  # (start, length) of the whole prompt, start as in entry
+
+
+def focus_tokens(prompt: str, phrases: list[str], layout: str) -> FocusTokens:
+    if layout == "flux":
+        found = phrase_spans(prompt, phrases, t5_tokenizer(), "flux")
+        whole = phrase_spans(prompt, [prompt], t5_tokenizer(), "flux")
+    else:
+        tokenizer = load_qwen25_tokenizer(comfyui_root=COMFY_ROOT)
+        found = phrase_spans(prompt, phrases, tokenizer, "qwen_image")
+        whole = phrase_spans(prompt, [prompt], tokenizer, "qwen_image")
+    from_end = layout == "qwen_image_edit"
+    shift = -found.text_len if from_end else 0
+    lines = [f"{s.phrase!r} -> tokens {s.start + shift}..{s.end - 1 + shift}" for s in found.spans]
+    if layout == "qwen_image":
+        entry = found  # FocusSpans: the core also focuses ComfyUI's repeated copies of a short conditioning
+    elif from_end:
+        entry = found.from_end()
+    else:
+        # Flux/T5: plain positions. The T5 conditioning is padded to 256 tokens, which is no repetition.
+        entry = found.positions
+    span = whole.spans[0] if whole.spans else None
+    prompt_range = None if span is None else (span.start + shift, span.end - span.start)
+    return FocusTokens(entry, len(found.positions), lines, list(found.warnings), prompt_range)
+
+
+# ---------------------------------------------------------------- focus weights (learned mode)
+
+def weights_parts(focus_weights) -> tuple[dict, dict]:
+    """(tensors, metadata) of a FOCUS_WEIGHTS value (the Loader's core tuple or its dict form)."""
+    if isinstance(focus_weights, tuple) and len(focus_weights) == 2:
+        return focus_weights
+    if isinstance(focus_weights, dict) and "tensors" in focus_weights:
+        return focus_weights["tensors"], focus_weights.get("metadata") or {}
+    raise ValueError(f"focus_weights must come from the CogniEdit Loader, got {type(focus_weights).__name__}")
+
+
+def _check_weights_fit(meta: dict, family: str, dit) -> None:
+    # PRIVATE HELPER, to be replaced by a core check (cogniedit.focus.weights_file) taking already-read metadata:
+    # load_focus_weights only checks when given a path, and FOCUS_WEIGHTS arrives already loaded.
+    file_family = meta.get("family", "?")
+    family_ok = file_family.startswith("qwen_image") if family == "qwen_image" else file_family == "flux_kontext"
+    given_hash = base_model_hash(dit)
+    wrong = [name for name, ok in (("family", family_ok), ("base_hash", meta.get("base_hash") == given_hash)) if not ok]
+    if wrong:
+        raise FocusWeightsError(
+            f"the focus weights fit the model (family={file_family}, base_hash="
+            f"{meta.get('base_hash', '?')}, hidden_size={meta.get('hidden_size', '?')}) but were given a model with "
+            f"family={family}, base_hash={given_hash} (mismatch: {', '.join(wrong)}); load the focus weights "
+            "trained for this model")
+
+
+def learned_module(focus_weights, family: str, dit) -> tuple[LearnedFocus, Any]:
+    """The checked LearnedFocus and the projection of its soft tokens into the DiT's text stream (or None)."""
+    tensors, meta = weights_parts(focus_weights)
+    _check_weights_fit(meta, family, dit)
+    try:  # the construction of cogniedit.focus.weights_file.load_learned_focus, from tensors already read
+        blocks = [int(b) for b in str(meta["blocks"]).split(",") if b]
+        module = LearnedFocus(int(meta["hidden_size"]), blocks, xi=int(meta["xi"]), window=int(meta["window"]))
+        module.load_state_dict(tensors)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise FocusWeightsError(f"the focus weights do not describe a LearnedFocus module ({exc}); re-export them "
+                                "with the CogniEdit trainer") from None
+    counts = count_blocks(dit)
+    total = counts.get("double", 0) or counts.get("single", 0)  # the learned blocks index the main stack
+    if max(module.block_indices) >= total:
+        raise FocusWeightsError(f"the focus weights act on blocks {module.block_indices}, but this model has "
+                                f"{total}; load the focus weights trained for this model")
+    project = None
+    if module.hidden_size != text_hidden_size(dit):
+        txt_in = dit.txt_in
+        if module.hidden_size != txt_in.in_features:
+            raise FocusWeightsError(f"focus soft tokens have width {module.hidden_size}; this model's text stream is "
+                                    f"{txt_in.out_features} wide ({txt_in.in_features} before txt_in)")
+        norm = getattr(dit, "txt_norm", None)  # Qwen-Image: txt_in(txt_norm(.)), as the paper's code does
+
+        def project(soft):
+            soft = soft.to(txt_in.weight.dtype)
+            return txt_in(norm(soft) if norm is not None else soft)
+    return module, project
+
+
+# ---------------------------------------------------------------- the patch
+
+@dataclass
+class FocusPlan:
+    """Everything the patch needs, resolved once in execute (also reused by the DIRECTIVES focus_patch)."""
+
+    tokens: FocusTokens
+    strength: float
+    mode: str
+    blocks: str = "all"
+    schedule: FocusSchedule = field(default_factory=FocusSchedule)
+    cond_only: bool = True
+    learned: LearnedFocus | None = None
+    project: Any = None
+
+    @property
+    def is_identity(self) -> bool:
+        return self.strength == 0 or self.tokens.count == 0 and self.learned is None
+
+
+def record_text_length(executor, *args, **kwargs):
+    """DIFFUSION_MODEL wrapper: put ``context.shape[1]`` into (a copy of) the transformer_options."""
+    args = list(args)
+    context = args[2] if len(args) > 2 else kwargs.get("context")
+    if "transformer_options" in kwargs:
+        kwargs["transformer_options"] = dict(kwargs["transformer_options"], **{TXT_LEN_KEY: context.shape[1]})
+    else:  # Qwen-Image and Flux pass it as the last positional argument
+        last = max(i for i, a in enumerate(args) if isinstance(a, dict))
+        args[last] = dict(args[last], **{TXT_LEN_KEY: context.shape[1]})
+    return executor(*args, **kwargs)
+
+
+record_text_length.cogniedit_focus = True
+
+
+def _active_rows(to: dict, batch: int, cond_only: bool) -> torch.Tensor:
+    chunks = to.get("cond_or_uncond") or []
+    if not cond_only or not chunks:
+        return torch.ones(batch, dtype=torch.bool)
+    per = max(batch // len(chunks), 1)
+    return torch.tensor([chunks[min(b // per, len(chunks) - 1)] == 0 for b in range(batch)])
+
+
+def learned_block_patch(plan: FocusPlan, prev_patch, probe: FocusProbe | None):
+    """A ("dit", "double_block", i) replace: learned soft tokens into the text stream, attention bias onto the
+    predicted window for this block only (an override in a copy of transformer_options: nothing to restore)."""
+    module, devices = plan.learned, {}
+    start, length = plan.tokens.prompt_range
+
+    def patch(args, extra):
+        to = args["transformer_options"]
+        forward = prev_patch if prev_patch is not None else (lambda a, e: e["original_block"](a))
+        if not plan.schedule.active(to.get("sigmas"), to.get("sample_sigmas")):
+            return forward(args, extra)
+        txt = args["txt"]
+        rows = _active_rows(to, txt.shape[0], plan.cond_only).to(txt.device)
+        if not bool(rows.any()):  # e.g. the uncond pass alone: exact
+            return forward(args, extra)
+        if txt.device not in devices:
+            devices[txt.device] = module.to(txt.device)
+        text_len = txt.shape[1]
+        text_start = max(start + text_len if start < 0 else start, 0)  # Qwen(-Edit) counts from the end
+        new_txt, window = devices[txt.device](txt, to.get("block_index"), text_start,
+                                              max(min(length, text_len - text_start), 1), project=plan.project)
+        new_txt = torch.where(rows[:, None, None], new_txt, txt)
+        window = window.float() * rows[:, None]
+        override = make_attention_override(list(window), plan.strength, "all", None,
+                                           to.get("optimized_attention_override"), mode="bias", cond_only=False,
+                                           probe=probe)
+        options = dict(to, optimized_attention_override=override, **{TXT_LEN_KEY: text_len})
+        return forward(dict(args, txt=new_txt, transformer_options=options), extra)
+
+    patch.cogniedit_focus = True
+    patch.cogniedit_prev = prev_patch
+    return patch
+
+
+def remove_focus_patch(model) -> None:
+    """Take this node's patches off a clone, restoring whatever they chained to."""
+    model.remove_wrappers_with_key(DIFFUSION_MODEL, PATCH_KEY)
+    to = dict(model.model_options.get("transformer_options", {}))
+    override = to.get("optimized_attention_override")
+    while getattr(override, "cogniedit_focus", False):
+        override = getattr(override, "cogniedit_prev", None)
+    if override is None:
+        to.pop("optimized_attention_override", None)
+    else:
+        to["optimized_attention_override"] = override
+    dit_patches = dict(to.get("patches_replace", {}).get("dit", {}))
+    for key, patch in list(dit_patches.items()):
+        while getattr(patch, "cogniedit_focus", False):
+            patch = getattr(patch, "cogniedit_prev", None)
+        if patch is None:
+            dit_patches.pop(key)
+        else:
+            dit_patches[key] = patch
+    if "patches_replace" in to:
+        to["patches_replace"] = dict(to["patches_replace"], dit=dit_patches)
+        if not dit_patches:
+            to["patches_replace"].pop("dit")
+    model.model_options["transformer_options"] = to
+
+
+def apply_plan(model, plan: FocusPlan, probe: FocusProbe | None = None):
+    """A clone of ``model`` with the focus patch (only our own earlier patch replaced). Identity plans give an
+    unpatched clone (bit-identical sampling) unless a probe asks to measure them."""
+    patched = model.clone()
+    remove_focus_patch(patched)
+    if plan.is_identity and probe is None:
+        return patched
+    patched.add_wrapper_with_key(DIFFUSION_MODEL, PATCH_KEY, record_text_length)
+    to = patched.model_options["transformer_options"]
+    if plan.mode == "learned":
+        replaces = dict(to.get("patches_replace", {}))
+        dit_patches = dict(replaces.get("dit", {}))
+        for index in plan.learned.block_indices:
+            dit_patches[("double_block", index)] = learned_block_patch(
+                plan, dit_patches.get(("double_block", index)), probe)
+        replaces["dit"] = dit_patches
+        to["patches_replace"] = replaces
+        return patched
+    prev = to.get("optimized_attention_override")
+    override = make_attention_override([plan.tokens.entry], plan.strength, plan.blocks, plan.schedule, prev,
+                                       mode=plan.mode, cond_only=plan.cond_only, probe=probe)
+    override.cogniedit_prev = prev
+    to["optimized_attention_override"] = override
+    return patched
+
+
+def describe(plan: FocusPlan, layout: str, family: str) -> str:
+    lines = [f"model: {family}, layout: {layout}, mode: {plan.mode}, strength: {plan.strength:g}, "
+             f"blocks: {plan.blocks}, steps: {plan.schedule.start_percent:g}-{plan.schedule.end_percent:g}, "
+             f"cond only: {plan.cond_only}",
+             f"tokens focused: {plan.tokens.count}" + (" (positions counted from the end)"
+                                                       if layout == "qwen_image_edit" else "")]
+    lines += [f"  {line}" for line in plan.tokens.lines]
+    if plan.learned is not None:
+        lines.append(f"learned focus: blocks {plan.learned.block_indices}, xi {plan.learned.xi}, "
+                     f"window {plan.learned.window}")
+    lines += [f"warning: {w}" for w in plan.tokens.warnings]
+    if plan.is_identity:
+        lines.append("focus is off (strength 0 or no focus token): the MODEL is returned unpatched")
+    return "\n".join(lines)
+
+
+class CogniEditTokenFocus(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="CogniEditTokenFocus",
+            display_name="CogniEdit Token Focus",
+            category="CogniEdit/focus",
+            description="Token Focus Relocation: patches a clone of the edit model so image tokens attend more to "
+            "the focus phrases of the instruction (training-free logit bias or value scaling, or the learned "
+            "relocation from a focus-weights file). Strength 0 returns the model unpatched.",
+            inputs=[
+                io.Model.Input("model", tooltip="Qwen-Image(-Edit) or Flux (Kontext) model."),
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="The exact text you encode (needed to find the tokens). Ignored when "
+                                "directives are connected: their enriched instruction is used."),
+                io.String.Input("phrases", multiline=True, default="",
+                                tooltip="Focus phrases, comma or newline separated. Ignored with directives."),
+                io.Combo.Input("layout", options=LAYOUTS, default="auto",
+                               tooltip="How the prompt sits in the conditioning. auto: from the model (Qwen "
+                               "counts tokens from the end, right for Qwen-Image and -Edit; Flux: T5 order)."),
+                io.Combo.Input("mode", options=list(MODES), default="training_free_bias",
+                               tooltip="training_free_bias: raise the attention logits of the focus tokens; "
+                               "value_scale: scale their values; learned: the trained relocation (focus_weights)."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=20.0, step=0.05,
+                               tooltip="Extra attention on the focus tokens as a multiple (1 = double). 0 = off."),
+                io.String.Input("blocks", default="all",
+                                tooltip="Blocks to patch: all, 0-9,12, last:9, or double:0-9;single:all (Flux)."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="First sampling step (as a fraction) with focus."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Sampling fraction where focus stops."),
+                io.Boolean.Input("cond_only", default=True,
+                                 tooltip="Focus the positive (cond) pass only; the negative pass stays exact."),
+                Directives.Input("directives", optional=True,
+                                 tooltip="CogniEdit Instruction Decompose output: its focus phrases and enriched "
+                                 "instruction replace phrases and prompt."),
+                FocusWeights.Input("focus_weights", optional=True,
+                                   tooltip="From the CogniEdit Loader; needed for mode learned."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="A patched clone of the model."),
+                io.String.Output(display_name="report", tooltip="Tokens focused, settings, warnings."),
+                Directives.Output(display_name="directives",
+                                  tooltip="The directives with this focus patch attached, for the CogniEdit "
+                                  "sampler/guider (use either this or the MODEL output, not both)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, prompt="", phrases="", layout="auto", mode="training_free_bias", strength=1.0,
+                blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True, directives=None,
+                focus_weights=None) -> io.NodeOutput:
+        plan, report = build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_percent,
+                                  end_percent, cond_only, directives, focus_weights)
+        patched = apply_plan(model, plan)
+
+        def focus_patch(target):
+            return apply_plan(target, plan)
+
+        focus_patch.description = f"{mode} x{strength:g} on {plan.tokens.count} tokens"
+        out_directives = dict(directives or {}, **{FOCUS_PATCH_KEY: focus_patch})
+        return io.NodeOutput(patched, report, out_directives)
+
+
+def build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_percent, end_percent, cond_only,
+               directives=None, focus_weights=None) -> tuple[FocusPlan, str]:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    family = model_family(model)
+    layout = resolve_layout(layout, family)
+    parse_blocks(blocks)  # a bad block spec fails here, with its message, not mid-sampling
+    schedule = FocusSchedule(start_percent, end_percent)
+    if directives is not None:
+        prompt, phrase_list = directives_text(directives)
+    else:
+        phrase_list = split_phrases(phrases)
+    if not prompt.strip():
+        raise ValueError("prompt is empty: give the exact text you encode (or connect directives)")
+    learned, project = None, None
+    if MODES[mode] == "learned":
+        if focus_weights is None:
+            raise ValueError("mode 'learned' needs focus_weights: connect the CogniEdit Loader's focus_weights "
+                             "output, or use training_free_bias")
+        learned, project = learned_module(focus_weights, family, model.model.diffusion_model)
+    tokens = focus_tokens(prompt, phrase_list if MODES[mode] != "learned" else phrase_list or [prompt], layout)
+    if learned is not None and tokens.prompt_range is None:
+        raise ValueError("the prompt has no tokens in the conditioning; learned focus needs the instruction text")
+    plan = FocusPlan(tokens, float(strength), MODES[mode], blocks, schedule, bool(cond_only), learned, project)
+    return plan, describe(plan, layout, family)
+
+
+NODES = [CogniEditTokenFocus]
