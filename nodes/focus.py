@@ -322,8 +322,10 @@ def describe(plan: FocusPlan, layout: str, family: str) -> str:
                                                        if layout == "qwen_image_edit" else "")]
     lines += [f"  {line}" for line in plan.tokens.lines]
     if plan.learned is not None:
+        start, length = plan.tokens.prompt_range
         lines.append(f"learned focus: blocks {plan.learned.block_indices}, xi {plan.learned.xi}, "
-                     f"window {plan.learned.window}")
+                     f"window {plan.learned.window}, over the {length} instruction tokens from {start} (the "
+                     "predictor picks the window; the phrases above are not used)")
     lines += [f"warning: {w}" for w in plan.tokens.warnings]
     if plan.is_identity:
         lines.append("focus is off (strength 0 or no focus token): the MODEL is returned unpatched")
@@ -414,7 +416,7 @@ def build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_per
             raise ValueError("mode 'learned' needs focus_weights: connect the CogniEdit Loader's focus_weights "
                              "output, or use training_free_bias")
         learned, project = learned_module(focus_weights, family, model.model.diffusion_model)
-    tokens = focus_tokens(prompt, phrase_list if MODES[mode] != "learned" else phrase_list or [prompt], layout)
+    tokens = focus_tokens(prompt, phrase_list, layout)
     if learned is not None and tokens.prompt_range is None:
         raise ValueError("the prompt has no tokens in the conditioning; learned focus needs the instruction text")
     plan = FocusPlan(tokens, float(strength), MODES[mode], blocks, schedule, bool(cond_only), learned, project)
