@@ -1,0 +1,158 @@
+"""The example workflows (example_workflows/*.json) against a live ComfyUI with this pack.
+
+Proves: every file is current with the node schemas (regenerated from tests/host/workflow_specs.py), has a
+same-name .jpg thumbnail, is served as a template, uses only core nodes and ours, converts to API format with
+every node type and input known and every link type-correct, and its tiny-model variant runs through /prompt
+to an output image (tiny files and substitutions: tests/host/tiny_workflows/).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workflow_specs as specs  # noqa: E402
+from tiny_workflows.server import workflow_server  # noqa: E402
+from tiny_workflows.substitute import tiny_variant  # noqa: E402
+from ui_to_api import FRONTEND_ONLY, WorkflowError, convert  # noqa: E402
+
+pytestmark = pytest.mark.host
+
+NAMES = sorted(specs.WORKFLOWS)
+DEFAULT_FILES = frozenset({specs.QWEN_2509, specs.QWEN_2511, specs.QWEN_TE, specs.QWEN_VAE, specs.KONTEXT,
+                           specs.CLIP_L, specs.T5, specs.FLUX_VAE, specs.LORA_2511, specs.FOCUS_2511,
+                           specs.SOURCE_IMAGE})
+CORE_MODULES = ("nodes", "comfy_extras.")
+
+
+def load(name: str) -> dict:
+    return json.loads((specs.EXAMPLES / f"{name}.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def server(request, comfyui_root):
+    return workflow_server(request, comfyui_root)
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.object_info()
+
+
+def test_examples_are_current_with_the_node_schemas(object_info):
+    built = specs.build_all(object_info)
+    on_disk = sorted(p.stem for p in specs.EXAMPLES.glob("*.json"))
+    assert on_disk == NAMES, f"example_workflows/ holds {on_disk}, the specs define {NAMES}"
+    stale = [name for name, workflow in built.items() if specs.dumps(workflow) != (specs.EXAMPLES / f"{name}.json").read_text()]
+    assert not stale, (f"{stale} differ from what the node schemas give; regenerate with "
+                       "`python tests/host/workflow_specs.py <server url>` and review the diff")
+
+
+def test_each_workflow_has_a_same_name_jpg_thumbnail():
+    from PIL import Image
+
+    for name in NAMES:
+        thumb = specs.EXAMPLES / f"{name}.jpg"
+        assert thumb.is_file(), f"{thumb.name} missing (the template browser shows <name>.jpg)"
+        with Image.open(thumb) as image:
+            assert image.format == "JPEG" and min(image.size) >= 64
+
+
+def test_workflows_are_served_as_templates(server):
+    listed = server.get("/workflow_templates")
+    pack = next((key for key, names in listed.items() if set(NAMES) <= set(names)), None)
+    assert pack, f"/workflow_templates does not list our workflows: {listed}"
+    assert sorted(listed[pack]) == NAMES, "another example folder (e.g. workflows/) would list duplicates"
+    for name in NAMES:
+        served = json.loads(urllib_get(f"{server.url}/api/workflow_templates/{pack}/{name}.json"))
+        assert served == load(name)
+
+
+def urllib_get(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.read()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_converts_against_object_info(object_info, name):
+    workflow = load(name)
+    prompt = convert(workflow, object_info, absent_files=DEFAULT_FILES)
+    assert len(prompt) == sum(node["type"] not in FRONTEND_ONLY for node in workflow["nodes"])
+    notes = [node for node in workflow["nodes"] if node["type"] == "MarkdownNote"]
+    assert len(notes) == 1 and "models" in notes[0]["widgets_values"][0], "each example lists its model files"
+    server_nodes = [node for node in workflow["nodes"] if node["type"] not in FRONTEND_ONLY]
+    foreign = {node["type"]: object_info[node["type"]]["python_module"] for node in server_nodes
+               if not object_info[node["type"]]["python_module"].startswith(CORE_MODULES)
+               and not node["type"].startswith("CogniEdit")}
+    assert not foreign, f"nodes from other packs: {foreign}"
+    assert any(node["type"].startswith("CogniEdit") for node in workflow["nodes"])
+    # The default Comfy-Org file names are what the loaders ask for.
+    values = {value for node in workflow["nodes"] for value in node.get("widgets_values", []) if isinstance(value, str)}
+    assert values & DEFAULT_FILES
+
+
+def test_converter_names_broken_workflows(object_info):
+    """The converter is the check, so it must fail on each kind of defect."""
+    workflow = load("cogniedit_flux_kontext")
+    cases = []
+    wrong_type = copy.deepcopy(workflow)
+    wrong_type["links"][0][5] = "LATENT"
+    cases.append((wrong_type, "type"))
+    missing_node = copy.deepcopy(workflow)
+    missing_node["nodes"][0]["type"] = "CogniEditNoSuchNode"
+    cases.append((missing_node, "missing node"))
+    short_widgets = copy.deepcopy(workflow)
+    sampler = next(n for n in short_widgets["nodes"] if n["type"] == "CogniEditSampler")
+    sampler["widgets_values"] = sampler["widgets_values"][:3]
+    cases.append((short_widgets, "no value for"))
+    dangling = copy.deepcopy(workflow)
+    dangling["links"][1][3] = 999
+    cases.append((dangling, "does not exist"))
+    bad_choice = copy.deepcopy(workflow)
+    sampler = next(n for n in bad_choice["nodes"] if n["type"] == "CogniEditSampler")
+    sampler["widgets_values"][-1] = "stretch"  # align
+    cases.append((bad_choice, "not one of"))
+    for broken, message in cases:
+        with pytest.raises(WorkflowError, match=message):
+            convert(broken, object_info, absent_files=DEFAULT_FILES)
+
+
+def image_size(png: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tiny_variant_runs_to_an_output_image(server, object_info, name):
+    workflow = load(name)
+    prompt = convert(tiny_variant(workflow, object_info), object_info)  # every combo value is a real choice
+    entry = server.run(prompt)
+    assert "http_error" not in entry, entry
+    errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert entry["status"]["status_str"] == "success", errors[0].get("exception_message") if errors else entry["status"]
+    save_id = next(i for i, node in prompt.items() if node["class_type"] == "SaveImage")
+    images = entry["outputs"][save_id]["images"]
+    assert len(images) == 1
+    width, height = image_size(server.view(images[0]))
+    assert height % 32 == 0 and height >= 64
+    if name == "cogniedit_compare_plain_vs_cogniedit":  # plain | 16 px | CogniEdit, both at the source size
+        assert (width - 16) % 2 == 0 and ((width - 16) // 2) % 32 == 0
+    else:
+        assert width % 32 == 0
+    texts = {prompt[i]["_meta"]["title"]: "".join(out.get("text", [])) for i, out in entry["outputs"].items()}
+    report = texts["Sampler report"]
+    assert "node: CogniEdit Sampler" in report
+    assert "focus: off" not in report, f"the focus patch did not reach the sampler:\n{report}"
+    if name == "cogniedit_qwen_image_edit_2511_lora_focus":
+        assert "learned" in report

@@ -1,0 +1,177 @@
+"""A live ComfyUI server with this pack and the tiny model files, for the workflow and browser tests.
+
+Uses the suite's ``comfy_server`` fixture when conftest provides one (its ``url`` and ``models_dir``); otherwise
+starts one ComfyUI per test process (shared by test_workflows.py and test_browser.py, stopped at exit) in a
+temporary --base-directory holding custom_nodes/<pack> -> this repository and the tiny files.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+SOURCE_IMAGE_SIZE = (96, 80)  # width, height: not a multiple of 32, so the sampler's crop path runs too
+
+
+class Server:
+    def __init__(self, url: str, models_dir: Path, input_dir: Path | None = None):
+        self.url, self.models_dir, self.input_dir = url.rstrip("/"), Path(models_dir), input_dir
+        self.placeholders = False  # True: empty files named like the real models are listed (own server only)
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=60) as response:
+            return json.load(response)
+
+    def post(self, path: str, data: bytes, content_type: str = "application/json"):
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            return {"http_error": error.code, "body": json.loads(error.read() or b"{}")}
+
+    def object_info(self) -> dict:
+        return self.get("/object_info")
+
+    def upload_image(self, name: str, png: bytes) -> dict:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+                "Content-Type: image/png\r\n\r\n").encode() + png + (
+            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n"
+            f"--{boundary}--\r\n").encode()
+        return self.post("/upload/image", body, f"multipart/form-data; boundary={boundary}")
+
+    def run(self, prompt: dict, timeout: float = 240.0) -> dict:
+        """POST /prompt and wait for its history entry; {"http_error", "body"} when validation refuses it."""
+        queued = self.post("/prompt", json.dumps({"prompt": prompt, "client_id": "cogniedit-tests"}).encode())
+        if "prompt_id" not in queued:
+            return queued
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.get(f"/history/{queued['prompt_id']}").get(queued["prompt_id"])
+            if entry and entry["status"].get("status_str") in ("success", "error"):
+                return entry
+            time.sleep(0.25)
+        raise TimeoutError(f"prompt {queued['prompt_id']} did not finish in {timeout} s")
+
+    def view(self, ref: dict) -> bytes:
+        query = urllib.parse.urlencode({k: ref.get(k, "") for k in ("filename", "subfolder", "type")})
+        with urllib.request.urlopen(f"{self.url}/view?{query}", timeout=60) as response:
+            return response.read()
+
+
+def source_png() -> bytes:
+    """The example source image: a ShapeEdit-like picture (coloured shapes), small for the tiny models."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", SOURCE_IMAGE_SIZE, (235, 235, 230))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((8, 20, 38, 50), fill=(40, 90, 200))
+    draw.rectangle((52, 18, 84, 52), fill=(230, 180, 30))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_OWN: dict = {}
+
+
+def _start_own(comfyui_root: Path, prepare_models) -> Server:
+    if "server" in _OWN:
+        return _OWN["server"]
+    base = Path(tempfile.mkdtemp(prefix="cogniedit-workflows-"))
+    (base / "custom_nodes").mkdir()
+    # Every model file is in place before start: the front end checks models against the asset list the
+    # server scans at start-up, and ComfyUI caches file lists per folder.
+    prepare_models(base / "models")
+    (base / "user").mkdir()
+    os.symlink(REPO, base / "custom_nodes" / "comfyui-cogniedit")
+    port = _free_port()
+    log = open(base / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
+         "--disable-api-nodes", "--base-directory", str(base)],
+        cwd=comfyui_root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+    atexit.register(stop)
+    server = Server(f"http://127.0.0.1:{port}", base / "models", base / "input")
+    server.placeholders = True
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail("ComfyUI exited while starting:\n" + (base / "server.log").read_text()[-3000:])
+        try:
+            server.get("/system_stats")
+            break
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.5)
+    else:
+        pytest.fail("ComfyUI did not answer in 180 s:\n" + (base / "server.log").read_text()[-3000:])
+    _OWN["server"] = server
+    return server
+
+
+def workflow_server(request, comfyui_root: Path) -> Server:
+    """The live server with the tiny files written and the example source image uploaded."""
+    if "ready" in _OWN:
+        return _OWN["ready"]
+    from comfy_inprocess import bootstrap
+    from workflow_specs import PLACEHOLDERS, SOURCE_IMAGE
+
+    from .tiny_files import write_tiny_files, write_tiny_lora_and_focus
+
+    comfy = bootstrap(comfyui_root)
+
+    def prepare_models(models_dir: Path, placeholders: bool = True) -> None:
+        write_tiny_files(comfy.comfy, models_dir)
+        write_tiny_lora_and_focus(comfy.comfy, models_dir)
+        for folder, names in PLACEHOLDERS.items() if placeholders else ():
+            (models_dir / folder).mkdir(parents=True, exist_ok=True)
+            for name in names:
+                # Not empty: the server's asset scan skips empty files, and the front end checks models against it.
+                (models_dir / folder / name).write_bytes(b"placeholder: not a model")
+
+    try:
+        shared = request.getfixturevalue("comfy_server")
+        server = Server(shared.url, shared.models_dir)
+        prepare_models(server.models_dir, placeholders=False)  # a shared models folder gets no empty files
+    except pytest.FixtureLookupError:
+        server = _start_own(comfyui_root, prepare_models)
+
+    uploaded = server.upload_image(SOURCE_IMAGE, source_png())
+    assert uploaded.get("name") == SOURCE_IMAGE, uploaded
+    _OWN["ready"] = server
+    return server

@@ -1,0 +1,310 @@
+"""The source of example_workflows/*.json: each example as a short graph spec, laid out and written in the
+front end's UI format with widget order taken from a live server's /object_info.
+
+Regenerate after a node's inputs change (test_workflows.py fails and names this command):
+
+    /root/venvs/host/bin/python tests/host/workflow_specs.py http://127.0.0.1:8188
+
+Widget values are the schema defaults unless a spec sets them; links are given by input name (or, for an
+input a node does not have yet, the first free input of the link's type), so a renamed input shows up as a
+clear error instead of a silently shifted widget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ui_to_api import node_spec  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "example_workflows"
+PACK_ID = "cogniedit"  # pyproject [project] name: the registry id ComfyUI-Manager matches cnr_id against
+
+# Comfy-Org split-file default names (ComfyUI_examples / official templates).
+QWEN_2509 = "qwen_image_edit_2509_fp8_e4m3fn.safetensors"
+QWEN_2511 = "qwen_image_edit_2511_bf16.safetensors"
+QWEN_TE = "qwen_2.5_vl_7b_fp8_scaled.safetensors"
+QWEN_VAE = "qwen_image_vae.safetensors"
+KONTEXT = "flux1-dev-kontext_fp8_scaled.safetensors"
+CLIP_L = "clip_l.safetensors"
+T5 = "t5xxl_fp8_e4m3fn_scaled.safetensors"
+FLUX_VAE = "ae.safetensors"
+# What the CogniEdit trainer is expected to write (docs/workflows.md names them).
+LORA_2511 = "cogniedit_qwen_image_edit_2511_lora.safetensors"
+FOCUS_2511 = "cogniedit_qwen_image_edit_2511_focus.safetensors"
+SOURCE_IMAGE = "cogniedit_example.png"
+# Empty stand-ins named like the real model files (test servers only, never loaded: only tiny variants run),
+# so the front end shows the examples as a user with the models installed sees them.
+PLACEHOLDERS = {"diffusion_models": [QWEN_2509, QWEN_2511, KONTEXT], "text_encoders": [QWEN_TE, CLIP_L, T5],
+                "vae": [QWEN_VAE, FLUX_VAE], "loras": [LORA_2511], "cogniedit": [FOCUS_2511]}
+INSTRUCTION = "Change the color of the left cup to red and add two more cups."
+SEED = 42
+
+
+def qwen_base(unet: str) -> list[dict]:
+    """Loaders + source image + the shared instruction, as Comfy-Org's Qwen-Image-Edit template wires them."""
+    return [
+        dict(key="unet", type="UNETLoader", col=0, row=0, widgets={"unet_name": unet, "weight_dtype": "default"}),
+        dict(key="clip", type="CLIPLoader", col=0, row=1, widgets={"clip_name": QWEN_TE, "type": "qwen_image"}),
+        dict(key="vae", type="VAELoader", col=0, row=2, widgets={"vae_name": QWEN_VAE}),
+        dict(key="image", type="LoadImage", col=0, row=3, widgets={"image": SOURCE_IMAGE}),
+        dict(key="shift", type="ModelSamplingAuraFlow", col=1, row=0, widgets={"shift": 3.0}, links={"model": ("unet", 0)}),
+        dict(key="cfgnorm", type="CFGNorm", col=2, row=0, widgets={"strength": 1.0}, links={"model": ("shift", 0)}),
+        dict(key="scaled", type="ImageScaleToTotalPixels", col=1, row=3,
+             widgets={"upscale_method": "lanczos", "megapixels": 1.0, "resolution_steps": 32}, links={"image": ("image", 0)}),
+        dict(key="text", type="PrimitiveStringMultiline", col=1, row=1, title="Instruction", widgets={"value": INSTRUCTION}),
+        dict(key="pos", type="TextEncodeQwenImageEditPlus", col=2, row=1, title="Positive (instruction)",
+             links={"clip": ("clip", 0), "prompt": ("text", 0), "image1": ("scaled", 0)}),
+        dict(key="neg", type="TextEncodeQwenImageEditPlus", col=2, row=2, title="Negative", widgets={"prompt": ""},
+             links={"clip": ("clip", 0), "image1": ("scaled", 0)}),
+    ]
+
+
+def cogniedit_branch(model: str, backend: str, clip: str | None, image: str, focus_weights=None, col: int = 3,
+                     cfg: float = 2.5) -> list[dict]:
+    """Decompose -> Token Focus -> CogniEdit Sampler -> decode/save, plus the sampler report."""
+    decompose_links = {"image": (image, 0), "instruction": ("text", 0)}
+    if clip and backend == "text_encoder":
+        decompose_links["clip"] = (clip, 0)
+    # The focus node patches a clone of the model; its DIRECTIVES output carries the same patch to the
+    # sampler, which applies it to the model it samples with (so the MODEL output stays unused here).
+    focus_links = {"model": (model, 0), "directives": ("decompose", 0)}
+    focus_widgets = {"mode": "training_free_bias", "strength": 1.0}
+    if focus_weights:
+        focus_links["focus_weights"] = focus_weights
+        focus_widgets["mode"] = "learned"
+    sampler_links = {"model": (model, 0), "positive": ("pos", 0), "negative": ("neg", 0), "source_image": (image, 0),
+                     "vae": ("vae", 0), "directives": ("focus", 2)}
+    if clip:
+        sampler_links["clip"] = (clip, 0)
+    return [
+        dict(key="decompose", type="CogniEditInstructionDecompose", col=col, row=2, widgets={"backend": backend},
+             links=decompose_links),
+        dict(key="focus", type="CogniEditTokenFocus", col=col, row=3, widgets=focus_widgets, links=focus_links),
+        dict(key="focus_report", type="PreviewAny", col=col + 1, row=3, title="Focus report",
+             links={"source": ("focus", 1)}),
+        dict(key="sampler", type="CogniEditSampler", col=col + 1, row=0,
+             widgets={"seed": SEED, "steps": 20, "cfg": cfg},
+             links=sampler_links),
+        dict(key="decode", type="VAEDecode", col=col + 2, row=0, links={"samples": ("sampler", 0), "vae": ("vae", 0)}),
+        dict(key="save", type="SaveImage", col=col + 2, row=1, widgets={"filename_prefix": "CogniEdit/edit"},
+             links={"images": ("decode", 0)}),
+        dict(key="report", type="PreviewAny", col=col + 2, row=2, title="Sampler report", links={"source": ("sampler", 1)}),
+    ]
+
+
+def qwen_no_download() -> list[dict]:
+    return qwen_base(QWEN_2509) + cogniedit_branch("cfgnorm", "text_encoder", "clip", "scaled")
+
+
+def qwen_lora() -> list[dict]:
+    nodes = qwen_base(QWEN_2511) + [
+        dict(key="loader", type="CogniEditLoader", col=3, row=0,
+             widgets={"lora_name": LORA_2511, "focus_weights": FOCUS_2511}, links={"model": ("cfgnorm", 0)}),
+    ]
+    return nodes + cogniedit_branch("loader", "text_encoder", "clip", "scaled", focus_weights=("loader", 1), col=4)
+
+
+def flux_kontext() -> list[dict]:
+    nodes = [
+        dict(key="unet", type="UNETLoader", col=0, row=0, widgets={"unet_name": KONTEXT, "weight_dtype": "default"}),
+        dict(key="clip", type="DualCLIPLoader", col=0, row=1, widgets={"clip_name1": CLIP_L, "clip_name2": T5, "type": "flux"}),
+        dict(key="vae", type="VAELoader", col=0, row=2, widgets={"vae_name": FLUX_VAE}),
+        dict(key="image", type="LoadImage", col=0, row=3, widgets={"image": SOURCE_IMAGE}),
+        dict(key="scaled", type="FluxKontextImageScale", col=1, row=3, links={"image": ("image", 0)}),
+        dict(key="text", type="PrimitiveStringMultiline", col=1, row=1, title="Instruction", widgets={"value": INSTRUCTION}),
+        dict(key="encode", type="CLIPTextEncode", col=2, row=1, title="Positive (instruction)",
+             links={"clip": ("clip", 0), "text": ("text", 0)}),
+        dict(key="pos", type="FluxGuidance", col=2, row=0, widgets={"guidance": 2.5}, links={"conditioning": ("encode", 0)}),
+        dict(key="neg", type="ConditioningZeroOut", col=2, row=2, title="Negative (zero)", links={"conditioning": ("encode", 0)}),
+    ]
+    # Flux Kontext has no vision-language encoder: the rule-based decomposition needs no model.
+    return nodes + cogniedit_branch("unet", "rules", "clip", "scaled", cfg=1.0)
+
+
+def compare() -> list[dict]:
+    """Plain Qwen-Image-Edit (KSampler) and CogniEdit on the same seed, stitched side by side."""
+    nodes = qwen_base(QWEN_2509) + [
+        dict(key="plain_pos", type="TextEncodeQwenImageEditPlus", col=2, row=3, title="Plain positive (with reference)",
+             links={"clip": ("clip", 0), "prompt": ("text", 0), "vae": ("vae", 0), "image1": ("scaled", 0)}),
+        dict(key="plain_neg", type="TextEncodeQwenImageEditPlus", col=2, row=4, title="Plain negative (with reference)",
+             widgets={"prompt": ""}, links={"clip": ("clip", 0), "vae": ("vae", 0), "image1": ("scaled", 0)}),
+        dict(key="encode", type="VAEEncode", col=1, row=4, links={"pixels": ("scaled", 0), "vae": ("vae", 0)}),
+        dict(key="plain", type="KSampler", col=3, row=4, title="Plain edit (KSampler)",
+             widgets={"seed": SEED, "steps": 20, "cfg": 2.5, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0},
+             links={"model": ("cfgnorm", 0), "positive": ("plain_pos", 0), "negative": ("plain_neg", 0),
+                    "latent_image": ("encode", 0)}),
+        dict(key="plain_decode", type="VAEDecode", col=4, row=4, links={"samples": ("plain", 0), "vae": ("vae", 0)}),
+    ]
+    nodes += cogniedit_branch("cfgnorm", "text_encoder", "clip", "scaled")
+    for node in nodes:
+        if node["key"] == "save":
+            node["links"] = {"images": ("stitch", 0)}
+            node["widgets"] = {"filename_prefix": "CogniEdit/compare"}
+            node["col"], node["row"] = 6, 1
+    nodes.append(dict(key="stitch", type="ImageStitch", col=5, row=4, title="Plain | CogniEdit",
+                      widgets={"direction": "right", "match_image_size": True, "spacing_width": 16},
+                      links={"image1": ("plain_decode", 0), "image2": ("decode", 0)}))
+    return nodes
+
+
+WORKFLOWS = {
+    "cogniedit_qwen_image_edit_2509_no_download": qwen_no_download,
+    "cogniedit_qwen_image_edit_2511_lora_focus": qwen_lora,
+    "cogniedit_flux_kontext": flux_kontext,
+    "cogniedit_compare_plain_vs_cogniedit": compare,
+}
+
+QWEN_FILES = f"""
+| folder under ComfyUI/models | file |
+| --- | --- |
+| diffusion_models | `{{unet}}` |
+| text_encoders | `{QWEN_TE}` (CLIPLoader type qwen_image) |
+| vae | `{QWEN_VAE}` |
+"""
+NOTES = {
+    "cogniedit_qwen_image_edit_2509_no_download": "## CogniEdit: Qwen-Image-Edit-2509, no extra download\n"
+    "Instruction Decompose runs on the loaded Qwen2.5-VL (falls back to the built-in rules when the encoder cannot "
+    "generate text; see its report), Token Focus adds training-free attention focus on the colour/position/count "
+    "words. Only the Comfy-Org files below are needed.\n" + QWEN_FILES.format(unet=QWEN_2509) +
+    "\nLoad your image in **Load Image**, write the instruction in **Instruction**, press Run.",
+    "cogniedit_qwen_image_edit_2511_lora_focus": "## CogniEdit: Qwen-Image-Edit-2511 + trained LoRA and focus weights\n"
+    "Full CogniEdit: the Dense-GRPO LoRA and the learned Token Focus weights from the same training run.\n"
+    + QWEN_FILES.format(unet=QWEN_2511) + f"| loras | `{LORA_2511}` |\n| cogniedit | `{FOCUS_2511}` |\n",
+    "cogniedit_flux_kontext": "## CogniEdit: Flux.1 Kontext dev\n"
+    "Rule-based decomposition (no vision-language model needed), training-free Token Focus on the T5 tokens, "
+    "cfg 1 with FluxGuidance 2.5.\n\n| folder under ComfyUI/models | file |\n| --- | --- |\n"
+    f"| diffusion_models | `{KONTEXT}` |\n| text_encoders | `{CLIP_L}`, `{T5}` (DualCLIPLoader type flux) |\n"
+    f"| vae | `{FLUX_VAE}` |\n",
+    "cogniedit_compare_plain_vs_cogniedit": "## Plain Qwen-Image-Edit vs CogniEdit, same seed\n"
+    "Left: the core KSampler edit. Right: the same model, seed and steps with CogniEdit's decomposition and "
+    "Token Focus. The saved image shows both side by side.\n" + QWEN_FILES.format(unet=QWEN_2509),
+}
+
+COL_WIDTH, NODE_WIDTH, GAP = 400, 340, 50
+
+
+def widget_default(spec_input):
+    options = spec_input.options
+    if "default" in options:
+        return options["default"]
+    if spec_input.choices:
+        return spec_input.choices[0]
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(spec_input.type, "")
+
+
+def stack_columns(nodes: list[dict], ui_nodes: dict) -> None:
+    """Each column's nodes top to bottom in row order, GAP apart (sizes are estimates that err on the tall side)."""
+    tops: dict[int, float] = {}
+    for n in sorted(nodes, key=lambda n: (n["col"], n["row"])):
+        node = ui_nodes[n["key"]]
+        top = tops.get(n["col"], 40)
+        node["pos"][1] = top
+        tops[n["col"]] = top + node["size"][1] + GAP
+
+
+def note_node(node_id: int, text: str) -> dict:
+    """A front-end-only MarkdownNote (never sent to the server) with the files the workflow needs."""
+    return {"id": node_id, "type": "MarkdownNote", "pos": [40, -420], "size": [760, 380], "flags": {}, "order": 0,
+            "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [text],
+            "color": "#432", "bgcolor": "#653"}
+
+
+def build(nodes: list[dict], object_info: dict, notes: str = "") -> dict:
+    """UI-format workflow (front-end schema version 0.4) for a spec list."""
+    ids = {n["key"]: i + 1 for i, n in enumerate(nodes)}
+    specs = {n["key"]: node_spec(object_info, n["type"]) for n in nodes}
+    ui_nodes, links, link_id = {}, [], 0
+
+    for n in nodes:
+        spec = specs[n["key"]]
+        unknown = set(n.get("widgets", {})) - {w.name for w in spec.widgets}
+        if unknown:
+            raise ValueError(f"{n['type']} has no widget inputs {sorted(unknown)}")
+        values = []
+        for widget in spec.widgets:
+            values.append(n.get("widgets", {}).get(widget.name, widget_default(widget)))
+            if widget.has_control_after_generate:
+                values.append("fixed")
+            if widget.options.get("image_upload"):
+                values.append("image")
+        inputs = [{"name": i.name, "type": i.type, "link": None, **({"widget": {"name": i.name}} if i.is_widget else {})}
+                  for i in spec.inputs]
+        outputs = [{"name": (spec.output_names[k] if k < len(spec.output_names) else t), "type": t, "links": []}
+                   for k, t in enumerate(spec.outputs)]
+        sockets = sum(not i.is_widget for i in spec.inputs)
+        height = 40 + 22 * max(sockets, len(outputs)) + 28 * len(spec.widgets) + \
+            80 * sum(bool(w.options.get("multiline")) for w in spec.widgets)
+        ui_nodes[n["key"]] = {
+            "id": ids[n["key"]], "type": n["type"], "pos": [40 + n["col"] * COL_WIDTH, 0],
+            "size": [NODE_WIDTH, height], "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": outputs,
+            "properties": {"Node name for S&R": n["type"], **({"cnr_id": PACK_ID} if n["type"].startswith("CogniEdit") else {})},
+            "widgets_values": values, **({"title": n["title"]} if n.get("title") else {}),
+        }
+
+    stack_columns(nodes, ui_nodes)
+    if notes:
+        ui_nodes["_note"] = note_node(len(nodes) + 1, notes)
+    for n in nodes:
+        target = ui_nodes[n["key"]]
+        for name, (src_key, src_slot) in n.get("links", {}).items():
+            source = ui_nodes[src_key]
+            link_type = source["outputs"][src_slot]["type"]
+            slot = next((k for k, i in enumerate(target["inputs"]) if i["name"] == name), None)
+            if slot is None:
+                raise ValueError(f"{n['type']} has no input {name!r}")
+            link_id += 1
+            target["inputs"][slot]["link"] = link_id
+            source["outputs"][src_slot]["links"].append(link_id)
+            links.append([link_id, source["id"], src_slot, target["id"], slot, link_type])
+
+    # Execution order for the front end: topological by links.
+    deps = {n["id"]: set() for n in ui_nodes.values()}  # MarkdownNote included: no links, order 0
+    for _, src, _, dst, _, _ in links:
+        deps[dst].add(src)
+    order, done = [], set()
+    while len(order) < len(deps):
+        ready = sorted(k for k, d in deps.items() if k not in done and d <= done)
+        order += ready
+        done |= set(ready)
+    for n in ui_nodes.values():
+        n["order"] = order.index(n["id"])
+
+    return {"id": "00000000-0000-4000-8000-0000000000" + f"{len(ui_nodes):02d}", "revision": 0,
+            "last_node_id": len(ui_nodes), "last_link_id": link_id,
+            "nodes": sorted(ui_nodes.values(), key=lambda x: x["id"]), "links": links, "groups": [],
+            "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [0, 0]}}, "version": 0.4}
+
+
+def build_all(object_info: dict) -> dict[str, dict]:
+    return {name: build(make(), object_info, NOTES[name]) for name, make in WORKFLOWS.items()}
+
+
+def dumps(workflow: dict) -> str:
+    return json.dumps(workflow, indent=1, ensure_ascii=False) + "\n"
+
+
+def write_all(object_info: dict, folder: Path = EXAMPLES) -> list[Path]:
+    folder.mkdir(exist_ok=True)
+    written = []
+    for name, workflow in build_all(object_info).items():
+        path = folder / f"{name}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(dumps(workflow), encoding="utf-8")
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    import urllib.request
+
+    url = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8188"
+    with urllib.request.urlopen(url.rstrip("/") + "/object_info", timeout=60) as response:
+        info = json.load(response)
+    for written in write_all(info):
+        print(written)
