@@ -24,6 +24,8 @@ if [ -n "$host" ]; then
     grep -viE '^\s*(torch|torchvision|torchaudio)\s*$' "$host/requirements.txt" >"$venv/host-requirements.txt"
     "${pip[@]}" -c "$pins" -r "$venv/host-requirements.txt"
     "${pip[@]}" -c "$pins" -e ".[shapes,test,train]"
+    # The browser test drives the real ComfyUI front end with Debian's chromium (never `playwright install`).
+    "${pip[@]}" -c "$pins" "playwright==1.65.2"
 else
     echo "setup_env: no ComfyUI host found: core environment only (host tests will skip)"
     "${pip[@]}" "torch==${TORCH_VERSION:-2.13.0}"

@@ -1,0 +1,39 @@
+import pytest
+
+from training.config import ConfigError, load_config
+from training.grpo import parse_args
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("objective:\n  name: sparse\n  window: 3\nrewards:\n  vlm_http:\n    enabled: true\n")
+    config = load_config(path, ["objective.window=2", "lora.targets=[to_q, to_k]"])
+    assert config["objective"]["name"] == "sparse" and config["objective"]["window"] == 2
+    assert config["lora"]["targets"] == ["to_q", "to_k"]
+    assert config["rewards"]["vlm_http"]["enabled"] is True
+    assert config["rewards"]["vlm_http"]["retries"] == 3  # defaults kept under a partial section
+
+
+def test_unknown_key_suggests_the_right_one():
+    with pytest.raises(ConfigError, match="did you mean objective.window"):
+        load_config(None, ["objective.windw=3"])
+
+
+def test_dotted_flags_become_overrides():
+    args, overrides = parse_args(["--config", "x.yaml", "--objective.window", "4", "--rollout.eta=0.5",
+                                  "--set", "seed=1", "--resume", "latest"])
+    assert args.config == "x.yaml" and args.resume == "latest"
+    assert overrides == ["seed=1", "objective.window=4", "rollout.eta=0.5"]
+
+
+def test_group_mode_needs_groups():
+    with pytest.raises(ConfigError, match="group_size >= 2"):
+        load_config(None, ["rollout.group_size=1"])
+
+
+@pytest.mark.parametrize("name", ["shapeedit_dense.yaml", "shapeedit_sparse.yaml"])
+def test_shipped_configs_load(name):
+    from pathlib import Path
+
+    config = load_config(Path(__file__).resolve().parents[2] / "training" / "configs" / name)
+    assert config["objective"]["name"] in ("dense", "sparse")

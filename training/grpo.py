@@ -1,0 +1,344 @@
+"""Dense GRPO trainer: ``python -m training.grpo --config training/configs/shapeedit_dense.yaml [--set a.b=c]``.
+
+One step = sample B cases, roll out G SDE trajectories per case with the current policy, score the final images
+with the reward plugins, compute advantages, then one optimizer step per minibatch with the selected objective
+(Dense GRPO or sparse per-step GRPO). See docs/training.md for every key and choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .advantages import compute_advantages
+from .config import ConfigError, config_json, load_config
+from .lora import inject_lora, lora_parameters, load_lora_state_dict, read_lora_file, save_lora_file
+from .objectives import ObjectiveSettings, compute_objective, draw_steps
+from .rewards import build_rewards, score_all
+from .rollout import ShapeEditPolicy, derived_seed, rollout
+from .tracking import MetricsLog
+
+log = logging.getLogger("training.grpo")
+
+
+def warmup_cosine(total_steps: int, warmup_frac: float):
+    warmup = int(round(total_steps * warmup_frac))
+
+    def factor(step: int) -> float:  # LambdaLR calls this with the number of scheduler steps taken
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def load_cases(data: dict):
+    from cogniedit.shapes.cases import generate_cases, read_jsonl
+
+    if data.get("cases"):
+        cases = read_jsonl(data["cases"])
+    else:
+        cases = generate_cases(int(data["n_cases"]), seed=int(data["seed"]), kinds=data.get("kinds"))
+    if not cases:
+        raise ConfigError("no training cases: check data.cases / data.n_cases")
+    return cases
+
+
+class Trainer:
+    def __init__(self, config: dict):
+        self.config = config
+        self.out = Path(config["output_dir"])
+        train = config["train"]
+        if int(train["num_threads"]) > 0:
+            torch.set_num_threads(int(train["num_threads"]))
+        self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if config["model"]["device"].startswith("cuda") else "gloo"
+            torch.distributed.init_process_group(backend)
+        seed = int(config["seed"])
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        self.device = torch.device(config["model"]["device"])
+        if self.device.type == "cuda" and self.world > 1:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        if config["focus"]["enabled"]:
+            raise ConfigError("focus.enabled: the learned focus module is not wired into the ShapeEdit editor's "
+                              "attention yet, so it would get no gradient; set focus.enabled=false")
+        self.policy, self.base_hash = self._build_policy()
+        lora_cfg = config["lora"]
+        self.lora_layers = inject_lora(self.policy.transformer, int(lora_cfg["rank"]), float(lora_cfg["alpha"]),
+                                       lora_cfg["targets"], seed=derived_seed(seed, "lora-init"))
+        self.policy.transformer.to(self.device)
+        if train["gradient_checkpointing"]:
+            self.policy.transformer.enable_gradient_checkpointing()
+        self.params = lora_parameters(self.policy.transformer)
+        o = config["optim"]
+        self.optimizer = torch.optim.AdamW(self.params, lr=float(o["lr"]), betas=tuple(o["betas"]),
+                                           weight_decay=float(o["weight_decay"]), eps=float(o["eps"]))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(int(train["steps"]), float(o["warmup_frac"])))
+        self.cases = load_cases(config["data"])
+        self.rewards, self.reward_weights = build_rewards(config["rewards"])
+        self.settings = ObjectiveSettings.from_config(config["objective"])
+        self.step = 0
+
+    # ------------------------------------------------------------------------------------------- model
+    def _build_policy(self):
+        from cogniedit.focus.weights_file import base_model_hash
+
+        m = self.config["model"]
+        if m["kind"] != "shapeedit":
+            raise ConfigError(f"model.kind={m['kind']}: loading works (training.models.load_transformer) but the "
+                              "trainer's data pipeline (cached Qwen2.5-VL text embeddings and VAE latents for real "
+                              "images) is not implemented yet; use model.kind=shapeedit")
+        from cogniedit.shapes.editor import load_editor
+
+        editor = load_editor(m["path"], device=str(self.device) if self.device.type != "cuda" else "cpu")
+        editor.to(self.device)
+        editor.eval()  # no dropout; the policy's randomness is the SDE noise only
+        for p in editor.parameters():
+            p.requires_grad_(False)
+        return ShapeEditPolicy(editor, bf16=bool(self.config["train"]["bf16"])), base_model_hash(editor.transformer)
+
+    def lora_metadata(self) -> dict:
+        lora = self.config["lora"]
+        return {"base_model_family": self.config["model"]["family"], "base_model_hash": self.base_hash,
+                "base_model_path": str(self.config["model"]["path"] or "shipped ShapeEdit editor"),
+                "rank": lora["rank"], "alpha": lora["alpha"], "target_modules": lora["targets"],
+                "focus_layout": None, "training_config": config_json(self.config), "step": self.step,
+                "objective": self.config["objective"]["name"]}
+
+    # ------------------------------------------------------------------------------------------- state
+    def save(self) -> Path:
+        def write_files(folder: Path):
+            save_lora_file(folder / "lora.safetensors", self.policy.transformer, self.lora_metadata())
+
+        opt_tensors, opt_json = ckpt.optimizer_state(self.optimizer)
+        rng_tensors, rng_json = ckpt.rng_state()
+        state_json = {"step": self.step, "optimizer": opt_json, "scheduler": self.scheduler.state_dict(),
+                      "rng": rng_json, "config": self.config, "base_model_hash": self.base_hash}
+        path = ckpt.save_checkpoint(self.out, self.step, write_files, {**opt_tensors, **rng_tensors}, state_json,
+                                    int(self.config["checkpoint"]["keep_last"]))
+        save_lora_file(self.out / "lora.safetensors", self.policy.transformer, self.lora_metadata())
+        return path
+
+    def resume(self, resume: str) -> Path:
+        path = ckpt.resolve_resume(resume, self.out)
+        tensors, state, path = ckpt.load_checkpoint(path)
+        if state.get("base_model_hash") != self.base_hash:
+            raise ckpt.CheckpointError(f"checkpoint {path} was trained on base model {state.get('base_model_hash')}, "
+                                       f"but model.path gives {self.base_hash}; resume with the same base model")
+        for key in ("objective", "lora", "rollout", "advantages"):
+            if state["config"].get(key) != self.config.get(key):
+                log.warning("resuming with a different %s section than the checkpoint's", key)
+        lora_tensors, _ = read_lora_file(path / "lora.safetensors")
+        load_lora_state_dict(self.policy.transformer, lora_tensors)
+        ckpt.load_optimizer_state(self.optimizer, tensors, state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(tensors, state["rng"])
+        self.step = int(state["step"])
+        return path
+
+    # ------------------------------------------------------------------------------------------- one step
+    def step_cases(self, step: int):
+        b = int(self.config["rollout"]["cases_per_step"])
+        rng = np.random.default_rng(derived_seed(self.config["seed"], step, "cases", self.rank))
+        return [self.cases[i] for i in rng.choice(len(self.cases), size=min(b, len(self.cases)), replace=False)]
+
+    def train_step(self, step: int) -> dict:
+        cfg = self.config
+        seed = int(cfg["seed"])
+        t0 = time.perf_counter()
+        cases = self.step_cases(step)
+        g = int(cfg["rollout"]["group_size"])
+        cond = self.policy.encode_cases(cases)
+        cond = type(cond)(cond.text.to(self.device), cond.mask.to(self.device), cond.ref.to(self.device))
+        rollouts, images = rollout(self.policy, cond, cfg["rollout"], derived_seed(seed, self.rank), step)
+        t_rollout = time.perf_counter() - t0
+        expanded = [c for c in cases for _ in range(g)]
+        rewards = score_all(self.rewards, images, expanded)
+        a = cfg["advantages"]
+        adv = compute_advantages(rewards, self.reward_weights, g, a["mode"], float(a["clip_max"]),
+                                 float(a["min_group_std"]), a["combine"])
+        o = cfg["objective"]
+        n = rollouts.num_trajectories
+        steps = draw_steps(o["name"], n, rollouts.num_steps, int(o["window"]),
+                           torch.Generator().manual_seed(derived_seed(seed, step, "steps", self.rank)))
+        full_cond = cond.repeat(g)
+        micro = int(o["micro_batch"]) or n
+        minibatches = int(cfg["train"].get("minibatches", 1))
+        chunks = [c for c in torch.arange(n).chunk(minibatches) if len(c)]
+        losses, stats_all = [], []
+        for chunk in chunks:
+            self.optimizer.zero_grad(set_to_none=True)
+            kept = int(adv.mask[chunk].sum())
+            if kept == 0:
+                continue
+            loss_total = 0.0
+            for sub in chunk.split(micro):
+                sub_cond = full_cond.subset(sub.to(self.device))
+                ref_fn = self.policy.reference_velocity_fn(sub_cond) if self.settings.beta > 0 else None
+                result = compute_objective(
+                    o["name"], self.policy.velocity_fn(sub_cond), rollouts.subset(sub), adv.values[sub], steps[sub],
+                    int(o["window"]), self.settings, ref_velocity_fn=ref_fn, mask=adv.mask[sub],
+                    normaliser=float(kept), backward=True)
+                loss_total += float(result.loss)
+                stats_all.append(result.stats)
+            if self.world > 1:
+                for p in self.params:
+                    if p.grad is not None:
+                        torch.distributed.all_reduce(p.grad)
+                        p.grad /= self.world
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, float(cfg["optim"]["grad_clip"]))
+            self.optimizer.step()
+            losses.append(loss_total)
+        lr_used = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        combined = adv.reward
+        metrics = {
+            "step": step, "loss": float(np.mean(losses)) if losses else 0.0,
+            "reward_mean": float(combined.mean()), "reward_std": float(combined.std(unbiased=False)),
+            "kept_frac": float(adv.mask.double().mean()), "lr": lr_used,
+            "grad_norm": float(grad_norm) if losses else 0.0,
+            "time_rollout_s": t_rollout, "time_step_s": time.perf_counter() - t0,
+        }
+        for key, values in rewards.items():
+            metrics[f"r/{key}"] = float(values.mean())
+        for key in ("ratio_mean", "clip_frac", "kl"):
+            metrics[key] = float(np.mean([s[key] for s in stats_all])) if stats_all else 0.0
+        if stats_all:
+            metrics["ratio_min"] = min(s["ratio_min"] for s in stats_all)
+            metrics["ratio_max"] = max(s["ratio_max"] for s in stats_all)
+        return metrics
+
+    def save_samples(self, step: int) -> Path:
+        from cogniedit.shapes.evaluate import save_grid
+        from cogniedit.shapes.scorer import score_edit
+
+        n = int(self.config["log"]["sample_cases"])
+        cases = self.cases[:n]
+        r = self.config["rollout"]
+        images = np.stack([render_source(c) for c in cases])
+        out = self.policy.editor.edit(images, [c.instruction for c in cases], seed=0, steps=int(r["steps"]),
+                                      shift=float(r["shift"]))
+        path = self.out / "samples" / f"step-{step:06d}.png"
+        save_grid(path, cases, out, [score_edit(o, c) for o, c in zip(out, cases)], rows=n)
+        return path
+
+    # ------------------------------------------------------------------------------------------- loop
+    def train(self, resume: str | None = None) -> dict:
+        cfg = self.config
+        if resume:
+            path = self.resume(resume)
+            log.info("resumed from %s at step %d", path, self.step)
+        main_process = self.rank == 0
+        metrics_log = MetricsLog(self.out, cfg["log"], enabled=main_process, truncate_after=self.step)
+        total = int(cfg["train"]["steps"])
+        stop_after = int(cfg["train"].get("stop_after", 0))
+        max_s = float(cfg["train"]["max_minutes"]) * 60
+        t_start = time.perf_counter()
+        bar = metrics_log.progress(total, self.step)
+        last = {}
+        ran = 0
+        try:
+            while self.step < total:
+                step = self.step + 1
+                for p in self.params:
+                    p.requires_grad_(True)
+                last = self.train_step(step)
+                self.step = step
+                ran += 1
+                metrics_log.write(last)
+                bar.update(last)
+                every = int(cfg["checkpoint"]["every"])
+                if main_process and ((every and step % every == 0) or step == total):
+                    self.save()
+                s_every = int(cfg["log"]["sample_every"])
+                if main_process and s_every and step % s_every == 0:
+                    self.save_samples(step)
+                if stop_after and ran >= stop_after:
+                    break  # like a kill: no checkpoint beyond the periodic ones
+                if max_s and time.perf_counter() - t_start > max_s:
+                    if main_process:
+                        self.save()
+                    break
+        finally:
+            bar.close()
+            metrics_log.close()
+        return last
+
+
+def render_source(case):
+    from cogniedit.shapes.render import render_scene
+
+    return render_scene(case.source, case.world)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.grpo", description="Dense GRPO LoRA trainer (docs/training.md).",
+        epilog="Any key can also be given as a dotted flag: --objective.window 5 or --objective.window=5.")
+    parser.add_argument("--config", help="YAML config (training/configs/shapeedit_dense.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="a.b=value", help="override a config key")
+    parser.add_argument("--resume", help="'latest' or a checkpoint folder (<output_dir>/checkpoints/step-N)")
+    parser.add_argument("--print-config", action="store_true", help="print the merged config and exit")
+    return parser
+
+
+def parse_args(argv):
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    overrides = list(args.set)
+    i = 0
+    while i < len(rest):  # dotted flags: --a.b=c or --a.b c
+        item = rest[i]
+        if not item.startswith("--") or "." not in item.split("=", 1)[0]:
+            parser.error(f"unrecognised argument {item!r}; config keys look like --objective.window=5")
+        if "=" in item:
+            overrides.append(item[2:])
+        elif i + 1 < len(rest):
+            overrides.append(f"{item[2:]}={rest[i + 1]}")
+            i += 1
+        else:
+            parser.error(f"{item} needs a value")
+        i += 1
+    return args, overrides
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(json.dumps(config, indent=2))
+        return 0
+    trainer = Trainer(config)
+    try:
+        last = trainer.train(resume=args.resume)
+    finally:
+        if trainer.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if last and trainer.rank == 0:
+        print(json.dumps(last))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""Loading the base editor: the embedded ShapeEdit editor, a diffusers folder, or a ComfyUI-style single file.
+
+Single files are safetensors whose keys equal diffusers' ``QwenImageTransformer2DModel`` keys, optionally behind
+a host prefix (``model.diffusion_model.``, ``diffusion_model.``, ``transformer.``), as ComfyUI's split files for
+Qwen-Image(-Edit) are. The architecture is read from the tensor shapes; ``axes_dims_rope`` (not stored in any
+weight) defaults to Qwen-Image's (16, 56, 56) when the head dim is 128 and must otherwise be given in
+``model.transformer_config``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """The base model file or folder cannot be used; the message names the fix."""
+
+
+def strip_prefixes(state: dict) -> dict:
+    """Drop one known host prefix shared by all transformer keys (other keys, e.g. a bundled VAE, are dropped)."""
+    for prefix in PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return dict(state)
+
+
+def infer_qwen_image_config(state: dict, overrides: dict | None = None) -> dict:
+    """``QwenImageTransformer2DModel`` kwargs from a state dict's shapes (+ overrides)."""
+    try:
+        inner, in_channels = state["img_in.weight"].shape
+        joint = state["txt_in.weight"].shape[1]
+        head_dim = state["transformer_blocks.0.attn.norm_q.weight"].shape[0]
+        proj_out = state["proj_out.weight"].shape[0]
+    except KeyError as exc:
+        raise ModelLoadError(f"not a Qwen-Image transformer state dict (no {exc.args[0]}); pass the diffusion model "
+                             "file (models/diffusion_models/qwen_image_edit_*.safetensors)") from exc
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"transformer_blocks\.(\d+)\.", k))}
+    patch = 2
+    config = dict(patch_size=patch, in_channels=int(in_channels), out_channels=int(proj_out) // (patch * patch),
+                  num_layers=len(blocks), attention_head_dim=int(head_dim),
+                  num_attention_heads=int(inner) // int(head_dim), joint_attention_dim=int(joint))
+    if head_dim == 128:
+        config["axes_dims_rope"] = (16, 56, 56)
+    config.update(overrides or {})
+    if "axes_dims_rope" not in config:
+        raise ModelLoadError(f"head dim {head_dim}: set model.transformer_config.axes_dims_rope=[a,b,c] "
+                             f"(three numbers that sum to {head_dim})")
+    config["axes_dims_rope"] = tuple(config["axes_dims_rope"])
+    return config
+
+
+def load_single_file(path, overrides: dict | None = None, dtype: torch.dtype = torch.float32):
+    """A diffusers ``QwenImageTransformer2DModel`` from one safetensors file (diffusers keys, host prefix ok)."""
+    from diffusers import QwenImageTransformer2DModel
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} not found; set model.path to the .safetensors diffusion model")
+    state = strip_prefixes(load_file(str(path)))
+    config = infer_qwen_image_config(state, overrides)
+    model = QwenImageTransformer2DModel(**config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelLoadError(f"{path}: {len(missing)} missing and {len(unexpected)} unexpected keys "
+                             f"(e.g. {(missing or unexpected)[0]}); it is not a Qwen-Image transformer of this shape")
+    return model.to(dtype)
+
+
+def load_diffusers_folder(path, dtype: torch.dtype = torch.float32):
+    from diffusers import QwenImageTransformer2DModel
+
+    path = Path(path)
+    sub = "transformer" if (path / "transformer").is_dir() else None
+    if not (path / (sub or "") / "config.json").is_file():
+        raise ModelLoadError(f"{path} is not a diffusers folder (no config.json, nor transformer/config.json)")
+    return QwenImageTransformer2DModel.from_pretrained(str(path), subfolder=sub, torch_dtype=dtype)
+
+
+def load_transformer(model_config: dict):
+    """The bare DiT for ``model.kind`` diffusers / single_file."""
+    dtype = DTYPES[model_config.get("dtype", "float32")]
+    if model_config["kind"] == "single_file":
+        return load_single_file(model_config["path"], model_config.get("transformer_config"), dtype)
+    if model_config["kind"] == "diffusers":
+        return load_diffusers_folder(model_config["path"], dtype)
+    raise ModelLoadError(f"load_transformer: model.kind {model_config['kind']!r} is not a bare DiT")

@@ -1,0 +1,112 @@
+"""The policy around the ShapeEdit editor and the rollout of G SDE trajectories per case (no CFG).
+
+Per-case conditioning (text embeddings + mask, source-image latent tokens) is computed once and cached; batches
+pad the text to the longest case with mask 0. Rollouts use ``cogniedit.sampling.sample_trajectory`` with the
+Flow-GRPO SDE and store latents, means and log-probabilities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cogniedit.sampling import flow_sigmas, initial_noise, sample_trajectory
+
+from .lora import lora_disabled
+from .objectives import Rollouts
+
+
+def derived_seed(*parts) -> int:
+    """A 63-bit seed from (run seed, step, purpose, ...): every random draw of a step is a function of these,
+    so a resumed run draws exactly what the uninterrupted run drew."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+@dataclass
+class Conditioning:
+    text: torch.Tensor   # [N, L, D]
+    mask: torch.Tensor   # [N, L]
+    ref: torch.Tensor    # [N, tokens, channels]
+
+    def repeat(self, group_size: int) -> "Conditioning":
+        return Conditioning(*(t.repeat_interleave(group_size, 0) for t in (self.text, self.mask, self.ref)))
+
+    def subset(self, index) -> "Conditioning":
+        return Conditioning(self.text[index], self.mask[index], self.ref[index])
+
+
+class ShapeEditPolicy:
+    """Velocity of the ShapeEdit editor (LoRA inside ``editor.transformer``) on cached conditioning."""
+
+    def __init__(self, editor, bf16: bool = False):
+        self.editor = editor
+        self.bf16 = bf16
+        self._cache: dict[str, tuple] = {}
+
+    @property
+    def transformer(self):
+        return self.editor.transformer
+
+    def encode_cases(self, cases) -> Conditioning:
+        from cogniedit.shapes.render import render_scene
+
+        rows = []
+        for case in cases:
+            if case.case_id not in self._cache:  # computed once per case
+                with torch.no_grad():
+                    emb, mask = self.editor.encode_text([case.instruction])
+                    ref = self.editor.image_to_latent(render_scene(case.source, case.world)[None])
+                self._cache[case.case_id] = (emb[0], mask[0], ref[0])
+            rows.append(self._cache[case.case_id])
+        length = max(r[0].shape[0] for r in rows)
+        text = torch.zeros(len(rows), length, rows[0][0].shape[-1], dtype=rows[0][0].dtype)
+        mask = torch.zeros(len(rows), length, dtype=rows[0][1].dtype)
+        for i, (emb, m, _) in enumerate(rows):
+            text[i, :emb.shape[0]], mask[i, :m.shape[0]] = emb, m
+        return Conditioning(text, mask, torch.stack([r[2] for r in rows]))
+
+    def velocity_fn(self, cond: Conditioning):
+        def fn(x, sigma):
+            autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+            with autocast:
+                v = self.editor.velocity(x, sigma, (cond.text, cond.mask), cond.ref)
+            return v.to(x.dtype)
+        return fn
+
+    def reference_velocity_fn(self, cond: Conditioning):
+        policy_fn = self.velocity_fn(cond)
+
+        def fn(x, sigma):
+            with lora_disabled(self.editor.transformer):
+                return policy_fn(x, sigma)
+        return fn
+
+    def latent_shape(self, n: int) -> tuple:
+        from cogniedit.shapes.editor.latent import GRID, TOKEN_CHANNELS
+
+        return (n, GRID * GRID, TOKEN_CHANNELS)
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        return self.editor.latent_to_image(latents.detach().float().cpu())
+
+
+def rollout(policy, cond: Conditioning, rollout_cfg: dict, seed: int, step: int) -> tuple[Rollouts, np.ndarray]:
+    """G trajectories for each of the B cases in ``cond`` (case-major order); returns rollouts and final images."""
+    g = int(rollout_cfg["group_size"])
+    b = cond.text.shape[0]
+    full = cond.repeat(g)
+    one = policy.latent_shape(1)[1:]
+    if rollout_cfg.get("shared_noise"):
+        noise = [initial_noise(one, derived_seed(seed, step, "init", i)) for i in range(b) for _ in range(g)]
+    else:
+        noise = [initial_noise(one, derived_seed(seed, step, "init", n)) for n in range(b * g)]
+    x_init = torch.stack(noise).to(cond.ref.device)
+    sigmas = flow_sigmas(int(rollout_cfg["steps"]), float(rollout_cfg["shift"]))
+    generator = torch.Generator().manual_seed(derived_seed(seed, step, "sde"))
+    traj = sample_trajectory(policy.velocity_fn(full), x_init, sigmas, eta=float(rollout_cfg["eta"]),
+                             generator=generator)
+    return Rollouts(traj.sigmas, traj.latents, traj.log_probs, traj.means, traj.eta), policy.decode(traj.final)
