@@ -38,6 +38,7 @@ def save_editor(editor, path, extra_metadata: dict | None = None) -> Path:
     os.close(fd)
     try:
         save_file(state, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the shipped file must be readable by everyone
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
