@@ -108,17 +108,23 @@ class InstructionDecompose(io.ComfyNode):
                 io.String.Input("api_key_env", default="OPENAI_API_KEY", optional=True, advanced=True,
                                 tooltip="For openai_http: the environment variable holding the API key (keeps the "
                                 "key out of saved workflows); empty for none."),
-                io.Int.Input("max_new_tokens", default=1024, min=16, max=8192, optional=True, advanced=True),
+                io.Int.Input("max_new_tokens", default=1024, min=16, max=8192, optional=True, advanced=True,
+                             tooltip="Model backends: the most tokens the model may generate for its answer."),
                 io.Float.Input("temperature", default=0.0, min=0.0, max=2.0, step=0.05, optional=True, advanced=True,
                                tooltip="0 = greedy (reproducible, cached)."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, optional=True, advanced=True),
-                io.Float.Input("timeout_s", default=120.0, min=1.0, max=3600.0, optional=True, advanced=True),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, optional=True, advanced=True,
+                             tooltip="Model backends: sampling seed (used when temperature > 0; part of the cache key)."),
+                io.Float.Input("timeout_s", default=120.0, min=1.0, max=3600.0, optional=True, advanced=True,
+                               tooltip="openai_http: seconds to wait for one reply before retrying."),
                 io.Boolean.Input("strict", default=False, optional=True, advanced=True,
                                  tooltip="Stop with an error instead of falling back to the rules."),
             ],
-            outputs=[Directives.Output(display_name="directives"),
-                     io.String.Output(display_name="enriched_instruction"),
-                     io.String.Output(display_name="report")],
+            outputs=[Directives.Output(display_name="directives",
+                                       tooltip="Enriched instruction, targets and tagged focus phrases, for the "
+                                       "Token Focus and CogniEdit Sampler nodes."),
+                     io.String.Output(display_name="enriched_instruction",
+                                      tooltip="The explicit instruction to encode instead of the original."),
+                     io.String.Output(display_name="report", tooltip="What was decided, which backend, warnings.")],
         )
 
     @classmethod

@@ -211,7 +211,7 @@ class CogniEditGuider(io.ComfyNode):
                                tooltip="Classifier-free guidance scale; 1 skips the negative pass."),
                 Directives.Input("directives", optional=True, tooltip=_DIRECTIVES_TOOLTIP),
             ],
-            outputs=[io.Guider.Output()],
+            outputs=[io.Guider.Output(tooltip="For SamplerCustomAdvanced: CFG guidance with the focus patch of the directives, if any.")],
         )
 
     @classmethod
@@ -233,7 +233,7 @@ class CogniEditSDESampler(io.ComfyNode):
                                tooltip="SDE noise level. 0 = deterministic Euler ODE (same result as core euler); "
                                "the trainer's rollouts use about 0.7. The SDE noise is seeded from the noise seed + 1."),
             ],
-            outputs=[io.Sampler.Output()],
+            outputs=[io.Sampler.Output(tooltip="Flow-matching Euler (eta 0) or Flow-GRPO SDE (eta > 0) steps, the step math the trainer uses.")],
         )
 
     @classmethod

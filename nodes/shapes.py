@@ -20,7 +20,8 @@ class ShapeEditScene(io.ComfyNode):
             inputs=[
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Scene seed."),
             ],
-            outputs=[io.Image.Output(display_name="image"), io.String.Output(display_name="scene_json")],
+            outputs=[io.Image.Output(display_name="image", tooltip="The rendered 48x48 scene."),
+                     io.String.Output(display_name="scene_json", tooltip="The scene's objects (shape, colour, cell) as JSON.")],
         )
 
     @classmethod
