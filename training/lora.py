@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import torch
 from torch import nn
+
+from cogniedit.safetensors_io import save_safetensors_atomic
 
 KEY_PREFIX = "diffusion_model."
 FORMAT = "cogniedit.lora"
@@ -148,24 +148,12 @@ def _as_meta_string(value) -> str:
 
 def save_lora_file(path, model: nn.Module, metadata: dict | None = None) -> Path:
     """Write the ComfyUI-loadable LoRA file atomically. ``metadata`` values become JSON strings."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     layers = lora_layers(model)
     first = next(iter(layers.values()))
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "key_prefix": KEY_PREFIX,
             "rank": str(first.rank), "alpha": str(first.alpha), "modules": str(len(layers))}
     meta.update({k: _as_meta_string(v) for k, v in (metadata or {}).items()})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(lora_state_dict(model), tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return save_safetensors_atomic(path, lora_state_dict(model), meta)
 
 
 def read_lora_file(path) -> tuple[dict, dict]:

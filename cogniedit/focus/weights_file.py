@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from ..safetensors_io import save_safetensors_atomic
 
 FORMAT = "cogniedit.focus"
 FORMAT_VERSION = "1"
@@ -60,8 +59,6 @@ def save_focus_weights(path, module, meta: dict) -> Path:
     ``meta`` needs ``family`` and ``base_hash``; ``blocks``, ``xi``, ``window``, ``hidden_size`` are
     filled from the module when it has them.
     """
-    from safetensors.torch import save_file
-
     if meta.get("family") not in FAMILIES:
         raise ValueError(f"meta['family'] must be one of {FAMILIES}, got {meta.get('family')!r}")
     if not meta.get("base_hash"):
@@ -74,17 +71,7 @@ def save_focus_weights(path, module, meta: dict) -> Path:
         full["blocks"] = ",".join(str(b) for b in module.block_indices)
     full.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=full)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return save_safetensors_atomic(path, tensors, full)
 
 
 def read_focus_metadata(path) -> dict:

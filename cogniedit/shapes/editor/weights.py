@@ -7,12 +7,11 @@ Keys: ``transformer.*`` (diffusers QwenImageTransformer2DModel; same names as Co
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ...safetensors_io import save_safetensors_atomic
 from .config import FORMAT, EditorConfig
 
 VERSION = "shapeedit-editor 1.0"
@@ -26,24 +25,11 @@ class EditorWeightsError(RuntimeError):
 
 def save_editor(editor, path, extra_metadata: dict | None = None) -> Path:
     """Write the editor atomically (temp file in the same folder + os.replace)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in editor.state_dict().items()}
     meta = {"format": FORMAT, "version": VERSION, "config": editor.config.to_json()}
     for key, value in (extra_metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the shipped file must be readable by everyone
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return save_safetensors_atomic(path, state, meta)
 
 
 def read_editor_file(path) -> tuple[dict, dict]:
