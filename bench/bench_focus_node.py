@@ -1,13 +1,13 @@
 """Sampling time with the CogniEdit Token Focus patch over sampling time without, same model and steps, one run (CPU).
 
 Model: the tiny Qwen-Image(-Edit) or Flux Kontext DiT of tests/host (real ComfyUI classes) with a reference latent,
-sampled by ComfyUI's KSampler (euler, simple, cfg > 1 so both the cond and the uncond pass run). Timed: the unpatched
+or the tiny InstructPix2Pix UNet (cross-attention path; no learned mode), sampled by ComfyUI's KSampler (euler, simple, cfg > 1 so both the cond and the uncond pass run). Timed: the unpatched
 model, then the node's output in training_free_bias, value_scale and learned mode (a random LearnedFocus written to a
 focus-weights file and read back through cogniedit.focus.weights_file). Runs are interleaved; best-of-N wall and
 process-CPU times and their ratios are printed. Targets: <= 1.05x training-free, <= 1.15x learned. No threshold
 is asserted.
 
-    /root/venvs/host/bin/python bench/bench_focus_node.py [--model qwen|flux] [--steps 6] [--repeats 7] [--latent 16]
+    /root/venvs/host/bin/python bench/bench_focus_node.py [--model qwen|flux|ip2p] [--steps 6] [--repeats 7] [--latent 16]
         [--attention pytorch|default]
 """
 
@@ -26,15 +26,16 @@ sys.path.insert(0, str(REPO / "tests" / "host"))
 sys.path.insert(0, str(REPO))
 
 from comfy_inprocess import (bootstrap, flux_conditioning, pack_module, qwen_conditioning,  # noqa: E402
-                             tiny_flux_kontext, tiny_qwen_image)
+                             sd_conditioning, tiny_flux_kontext, tiny_instructpix2pix, tiny_qwen_image)
 from cogniedit.host import find_comfyui  # noqa: E402
 
-PROMPTS = {"qwen": ("make the cat red", "cat, red", 9), "flux": ("make the left cup red", "left cup, red", 8)}
+PROMPTS = {"qwen": ("make the cat red", "cat, red", 9), "flux": ("make the left cup red", "left cup, red", 8),
+           "ip2p": ("make the left cup red", "left cup, red", 77)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["qwen", "flux"], default="qwen")
+    parser.add_argument("--model", choices=list(PROMPTS), default="qwen")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--latent", type=int, default=16, help="latent side (image tokens = (side/2)^2, + as many "
@@ -65,27 +66,34 @@ def main() -> None:
     if args.model == "qwen":
         model, family = tiny_qwen_image(comfy), "qwen_image_edit"
         positive, negative = qwen_conditioning(tokens=tokens)
-    else:
+    elif args.model == "flux":
         model, family = tiny_flux_kontext(comfy), "flux_kontext"
         positive, negative = flux_conditioning(tokens=tokens)
-    reference = torch.randn(1, 16, args.latent, args.latent, generator=torch.Generator().manual_seed(1))
-    positive, negative = (comfy.node_helpers.conditioning_set_values(c, {"reference_latents": [reference]}, append=True)
-                          for c in (positive, negative))
-    latent = {"samples": torch.zeros(1, 16, args.latent, args.latent)}
+    else:  # IP2P: the source image rides in the conditioning (concat), there is no reference latent
+        model, family = tiny_instructpix2pix(comfy), None
+        positive, negative = sd_conditioning()
+    channels = 4 if family is None else 16
+    if family is not None:
+        reference = torch.randn(1, 16, args.latent, args.latent, generator=torch.Generator().manual_seed(1))
+        positive, negative = (comfy.node_helpers.conditioning_set_values(c, {"reference_latents": [reference]},
+                                                                         append=True) for c in (positive, negative))
+    latent = {"samples": torch.zeros(1, channels, args.latent, args.latent)}
 
-    dit = model.model.diffusion_model
-    module = learned.LearnedFocus.for_model(dit, blocks="all", xi=2, window=8)
-    with tempfile.TemporaryDirectory() as folder:
-        path = weights_file.save_focus_weights(Path(folder) / "bench.safetensors", module,
-                                               {"family": family, "base_hash": weights_file.base_model_hash(dit)})
-        focus_weights = weights_file.load_focus_weights(path)
+    focus_weights = None
+    if family is not None:
+        dit = model.model.diffusion_model
+        module = learned.LearnedFocus.for_model(dit, blocks="all", xi=2, window=8)
+        with tempfile.TemporaryDirectory() as folder:
+            path = weights_file.save_focus_weights(Path(folder) / "bench.safetensors", module,
+                                                   {"family": family, "base_hash": weights_file.base_model_hash(dit)})
+            focus_weights = weights_file.load_focus_weights(path)
 
     def patched(mode):
         return focus.CogniEditTokenFocus.execute(model, prompt=prompt, phrases=phrases, mode=mode, strength=2.0,
                                                  focus_weights=focus_weights).args[0]
 
-    runs = {"unpatched": model, "training_free_bias": patched("training_free_bias"),
-            "value_scale": patched("value_scale"), "learned": patched("learned")}
+    modes = ["training_free_bias", "value_scale"] + (["learned"] if family is not None else [])
+    runs = {"unpatched": model, **{mode: patched(mode) for mode in modes}}
 
     def sample(m):
         return comfy.nodes.KSampler().sample(m, 3, args.steps, args.cfg, "euler", "simple", positive, negative,
@@ -103,12 +111,15 @@ def main() -> None:
             wall[name] = min(wall[name], time.perf_counter() - start_wall)
             cpu[name] = min(cpu[name], time.process_time() - start_cpu)
 
-    image_tokens = (args.latent // 2) ** 2
-    print(f"model {args.model} (tiny), {args.steps} steps, cfg {args.cfg}, {image_tokens} image + {image_tokens} "
-          f"reference tokens, {tokens} text tokens, best of {args.repeats}, {args.threads} thread(s), attention "
+    image_tokens = (args.latent // 2) ** 2 if family is not None else args.latent ** 2
+    extra = f" + {image_tokens} reference" if family is not None else " (at full latent size)"
+    print(f"model {args.model} (tiny), {args.steps} steps, cfg {args.cfg}, {image_tokens} image{extra} "
+          f"tokens, {tokens} text tokens, best of {args.repeats}, {args.threads} thread(s), attention "
           f"{comfy.comfy.ldm.modules.attention.optimized_attention.__name__}")
     print(f"  {'unpatched':<19} wall {wall['unpatched'] * 1000:8.1f} ms   cpu {cpu['unpatched'] * 1000:8.1f} ms")
-    for name, target in (("training_free_bias", 1.05), ("value_scale", 1.05), ("learned", 1.15)):
+    targets = {"training_free_bias": 1.05, "value_scale": 1.05, "learned": 1.15}
+    for name in modes:
+        target = targets[name]
         ratio_wall, ratio_cpu = wall[name] / wall["unpatched"], cpu[name] / cpu["unpatched"]
         print(f"  {name:<19} wall {wall[name] * 1000:8.1f} ms   cpu {cpu[name] * 1000:8.1f} ms   ratio wall "
               f"{ratio_wall:.3f}x, cpu {ratio_cpu:.3f}x  (target <= {target}x: "

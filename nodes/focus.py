@@ -8,7 +8,8 @@ checks (weights_file.py). What it adds is the ComfyUI plumbing:
   ``transformer_options`` (the attention override never sees it otherwise);
 * ``transformer_options["optimized_attention_override"]`` chained with any override already set;
 * learned mode: ``("dit", "double_block", i)`` replace patches that write the learned soft tokens into the
-  text stream and bias that block's attention towards the predicted window, chained with earlier patches.
+  text stream and bias that block's attention towards the predicted window, chained with earlier patches;
+* SD-family UNets (InstructPix2Pix, SD1.x/2.x/SDXL): ``attn2`` replace patches (nodes/focus_unet.py).
 
 Everything goes on a clone. Re-applying (the node twice in a chain) first takes our own patches off, so it
 replaces rather than stacks; an override or block patch someone else set is kept and called through.
@@ -34,19 +35,21 @@ from ..cogniedit.focus.spans import phrase_spans
 from ..cogniedit.focus.weights_file import FocusWeightsError, base_model_hash
 from ..cogniedit.text.tokenizer import load_qwen25_tokenizer
 from .common import FOCUS_PATCH_KEY
+from .focus_unet import apply_unet_focus, clip_spans, foreign_blocks, remove_unet_focus
 from .types import Directives, FocusWeights
 
 PATCH_KEY = "cogniedit_focus"
 DIFFUSION_MODEL = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
 MODES = {"training_free_bias": "bias", "value_scale": "value", "learned": "learned"}
-LAYOUTS = ["auto", "qwen_image", "qwen_image_edit", "flux"]
+LAYOUTS = ["auto", "qwen_image", "qwen_image_edit", "flux", "sd_clip"]
+LAYOUT_OF_FAMILY = {"qwen_image": "qwen_image_edit", "flux": "flux", "sd_unet": "sd_clip"}
 COMFY_ROOT = Path(comfy.patcher_extension.__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------- model family and tokenizers
 
 def model_family(model) -> str:
-    """"qwen_image" or "flux" from the DiT class; a clear error for anything else."""
+    """"qwen_image", "flux" or "sd_unet" from the diffusion model's class; a clear error for anything else."""
     from comfy.ldm.flux.model import Flux
     from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
 
@@ -58,11 +61,9 @@ def model_family(model) -> str:
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     if isinstance(dit, UNetModel):
-        raise ValueError(f"Token Focus is not supported yet for this model type ({type(model.model).__name__}, an "
-                         "SD-family UNet such as InstructPix2Pix): its cross-attention path is not wired. Use "
-                         "Qwen-Image-Edit or Flux Kontext.")
+        return "sd_unet"
     raise ValueError(f"Token Focus is not supported yet for this model type ({type(dit).__name__}); it works on "
-                     "Qwen-Image(-Edit) and Flux (Kontext) DiTs.")
+                     "Qwen-Image(-Edit) and Flux (Kontext) DiTs and SD-family UNets (e.g. InstructPix2Pix).")
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,8 +77,9 @@ def t5_tokenizer():
 def resolve_layout(layout: str, family: str) -> str:
     if layout == "auto":
         # Qwen: count from the end, which is right for Qwen-Image and -Edit alike (no vision-token count needed)
-        return "qwen_image_edit" if family == "qwen_image" else "flux"
-    if (layout == "flux") != (family == "flux"):
+        return LAYOUT_OF_FAMILY[family]
+    fits = layout.startswith("qwen_image") if family == "qwen_image" else layout == LAYOUT_OF_FAMILY[family]
+    if not fits:
         raise ValueError(f"layout {layout!r} does not fit this model ({family}); choose 'auto'")
     return layout
 
@@ -107,6 +109,11 @@ class FocusTokens:
 
 
 def focus_tokens(prompt: str, phrases: list[str], layout: str) -> FocusTokens:
+    if layout == "sd_clip":
+        # ComfyUI's CLIP positions; a FocusSpans entry also focuses the conditioning's repeated 77-token copies
+        found = clip_spans(prompt, phrases)
+        lines = [f"{s.phrase!r} -> tokens {s.start}..{s.end - 1}" for s in found.spans]
+        return FocusTokens(found, len(found.positions), lines, list(found.warnings))
     if layout == "flux":
         found = phrase_spans(prompt, phrases, t5_tokenizer(), "flux")
         whole = phrase_spans(prompt, [prompt], t5_tokenizer(), "flux")
@@ -199,6 +206,7 @@ class FocusPlan:
     cond_only: bool = True
     learned: LearnedFocus | None = None
     project: Any = None
+    family: str = ""
 
     @property
     def is_identity(self) -> bool:
@@ -265,7 +273,7 @@ def learned_block_patch(plan: FocusPlan, prev_patch, probe: FocusProbe | None):
 def remove_focus_patch(model) -> None:
     """Take this node's patches off a clone, restoring whatever they chained to."""
     model.remove_wrappers_with_key(DIFFUSION_MODEL, PATCH_KEY)
-    to = dict(model.model_options.get("transformer_options", {}))
+    to = remove_unet_focus(dict(model.model_options.get("transformer_options", {})))
     override = to.get("optimized_attention_override")
     while getattr(override, "cogniedit_focus", False):
         override = getattr(override, "cogniedit_prev", None)
@@ -294,6 +302,9 @@ def apply_plan(model, plan: FocusPlan, probe: FocusProbe | None = None):
     patched = model.clone()
     remove_focus_patch(patched)
     if plan.is_identity and probe is None:
+        return patched
+    if plan.family == "sd_unet":
+        apply_unet_focus(patched, plan, probe)
         return patched
     patched.add_wrapper_with_key(DIFFUSION_MODEL, PATCH_KEY, record_text_length)
     to = patched.model_options["transformer_options"]
@@ -332,6 +343,15 @@ def describe(plan: FocusPlan, layout: str, family: str) -> str:
     return "\n".join(lines)
 
 
+def describe_skipped(model, plan: FocusPlan) -> str:
+    """Report lines for UNet blocks whose cross-attention another node already replaced (left alone)."""
+    if plan.family != "sd_unet" or plan.is_identity:
+        return ""
+    skipped = foreign_blocks(model, plan.blocks)
+    return "".join(f"\nwarning: cross-attention of block {key} was replaced by another node; focus leaves it alone"
+                   for key in skipped)
+
+
 class CogniEditTokenFocus(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -343,7 +363,8 @@ class CogniEditTokenFocus(io.ComfyNode):
             "the focus phrases of the instruction (training-free logit bias or value scaling, or the learned "
             "relocation from a focus-weights file). Strength 0 returns the model unpatched.",
             inputs=[
-                io.Model.Input("model", tooltip="Qwen-Image(-Edit) or Flux (Kontext) model."),
+                io.Model.Input("model", tooltip="Qwen-Image(-Edit), Flux (Kontext) or an SD-family UNet "
+                               "(InstructPix2Pix, SD1.x/SDXL: cross-attention, training-free modes only)."),
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The exact text you encode (needed to find the tokens). Ignored when "
                                 "directives are connected: their enriched instruction is used."),
@@ -351,14 +372,16 @@ class CogniEditTokenFocus(io.ComfyNode):
                                 tooltip="Focus phrases, comma or newline separated. Ignored with directives."),
                 io.Combo.Input("layout", options=LAYOUTS, default="auto",
                                tooltip="How the prompt sits in the conditioning. auto: from the model (Qwen "
-                               "counts tokens from the end, right for Qwen-Image and -Edit; Flux: T5 order)."),
+                               "counts tokens from the end, right for Qwen-Image and -Edit; Flux: T5 order; SD UNets: "
+                               "CLIP, 77 tokens per chunk)."),
                 io.Combo.Input("mode", options=list(MODES), default="training_free_bias",
                                tooltip="training_free_bias: raise the attention logits of the focus tokens; "
                                "value_scale: scale their values; learned: the trained relocation (focus_weights)."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=20.0, step=0.05,
                                tooltip="Extra attention on the focus tokens as a multiple (1 = double). 0 = off."),
                 io.String.Input("blocks", default="all",
-                                tooltip="Blocks to patch: all, 0-9,12, last:9, or double:0-9;single:all (Flux)."),
+                                tooltip="Blocks to patch: all, 0-9,12, last:9, or double:0-9;single:all (Flux). "
+                                "SD UNets: cross-attention sites in run order (input, middle, output)."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="First sampling step (as a fraction) with focus."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
@@ -387,6 +410,7 @@ class CogniEditTokenFocus(io.ComfyNode):
         plan, report = build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_percent,
                                   end_percent, cond_only, directives, focus_weights)
         patched = apply_plan(model, plan)
+        report += describe_skipped(model, plan)
 
         def focus_patch(target):
             return apply_plan(target, plan)
@@ -415,11 +439,14 @@ def build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_per
         if focus_weights is None:
             raise ValueError("mode 'learned' needs focus_weights: connect the CogniEdit Loader's focus_weights "
                              "output, or use training_free_bias")
+        if family == "sd_unet":
+            raise ValueError("mode 'learned' needs a DiT (Qwen-Image-Edit or Flux Kontext); on an SD-family UNet "
+                             "use training_free_bias or value_scale")
         learned, project = learned_module(focus_weights, family, model.model.diffusion_model)
     tokens = focus_tokens(prompt, phrase_list, layout)
     if learned is not None and tokens.prompt_range is None:
         raise ValueError("the prompt has no tokens in the conditioning; learned focus needs the instruction text")
-    plan = FocusPlan(tokens, float(strength), MODES[mode], blocks, schedule, bool(cond_only), learned, project)
+    plan = FocusPlan(tokens, float(strength), MODES[mode], blocks, schedule, bool(cond_only), learned, project, family)
     return plan, describe(plan, layout, family)
 
 

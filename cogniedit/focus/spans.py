@@ -235,3 +235,24 @@ def batch_phrase_spans(
         extra = {k: v[i] for k, v in per_sample.items()}
         out.append(phrase_spans(prompt, phrases if shared else phrases[i], tokenizer, layout, **common, **extra))
     return out
+
+
+def token_sequence_spans(token_ids: Sequence, phrases: Sequence[str], encode_phrase) -> FocusSpans:
+    """Spans of each phrase found as a run of token ids in a conditioning's own token sequence.
+
+    For text encoders whose host tokenizer already gives the exact ids at every conditioning position
+    (ComfyUI's CLIP tokenizer for SD-family UNets: start token, prompt, end, padding, 77 per chunk, prompt
+    weights and embeddings resolved): ``token_ids`` is that flat list (``None`` where a position holds an
+    embedding), ``encode_phrase(text)`` the phrase's ids without special tokens. Word-level BPEs such as
+    CLIP's tokenize a word the same alone and in context, so an id run is the phrase. Absent phrases warn.
+    """
+    ids = list(token_ids)
+    result = FocusSpans(text_len=len(ids))
+    for phrase in phrases:
+        needle = list(encode_phrase(phrase)) if phrase.strip() else []
+        hits = [i for i in range(len(ids) - len(needle) + 1) if needle and ids[i:i + len(needle)] == needle]
+        if not hits:
+            result.warnings.append(f"focus phrase {phrase!r} is not in the prompt's tokens; it is ignored")
+            continue
+        result.spans += [TokenSpan(phrase, i, i + len(needle), -1, -1) for i in hits]
+    return result

@@ -124,6 +124,7 @@ def tiny_flux_kontext(comfy, seed: int = 0):
 
 
 QWEN_CONTEXT_DIM = 64
+SD_CONTEXT_DIM = 64  # tiny_instructpix2pix's CLIP width
 QWEN_CONFIG = {"image_model": "qwen_image", "in_channels": 64, "out_channels": 16, "num_layers": 2,
                "num_attention_heads": 2, "attention_head_dim": 32, "joint_attention_dim": QWEN_CONTEXT_DIM,
                "axes_dims_rope": (8, 12, 12)}
@@ -192,6 +193,31 @@ def qwen_conditioning(seed: int = 0, tokens: int = 9):
     generator = torch.Generator().manual_seed(seed)
     positive = [[torch.randn(1, tokens, QWEN_CONTEXT_DIM, generator=generator), {}]]
     negative = [[torch.randn(1, 5, QWEN_CONTEXT_DIM, generator=generator) * 0.5, {}]]
+    return positive, negative
+
+
+def tiny_instructpix2pix(comfy, seed: int = 0):
+    """A narrow SD1.5 InstructPix2Pix UNet (8 input channels, context 64) with ComfyUI's real config and classes."""
+    config = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+              "legacy": False, "adm_in_channels": None, "in_channels": 8, "model_channels": 32, "num_res_blocks": [1],
+              "transformer_depth": [1], "transformer_depth_output": [1, 1], "channel_mult": [1],
+              "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": SD_CONTEXT_DIM,
+              "num_heads": 2, "num_head_channels": -1, "use_temporal_attention": False,
+              "use_temporal_resblock": False}
+    model_config = comfy.supported_models.SD15_instructpix2pix(config)
+    model_config.set_inference_dtype(torch.float32, None)
+    base = model_config.get_model({}, "")
+    base.diffusion_model.load_state_dict(random_state_dict(base.diffusion_model, seed=seed, std=0.2))
+    return comfy.model_patcher.ModelPatcher(base, load_device=comfy.mm.get_torch_device(),
+                                            offload_device=comfy.mm.unet_offload_device())
+
+
+def sd_conditioning(seed: int = 0, chunks: int = 1):
+    """Random CLIP-shaped positive/negative conditioning (77 tokens per chunk) with an IP2P source latent."""
+    generator = torch.Generator().manual_seed(seed)
+    source = {"concat_latent_image": torch.randn(1, 4, 8, 8, generator=generator)}
+    positive = [[torch.randn(1, 77 * chunks, SD_CONTEXT_DIM, generator=generator), dict(source)]]
+    negative = [[torch.randn(1, 77, SD_CONTEXT_DIM, generator=generator) * 0.5, dict(source)]]
     return positive, negative
 
 

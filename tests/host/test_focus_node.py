@@ -244,27 +244,3 @@ def test_schema_validates_and_every_input_has_a_tooltip(focus):
     assert all(item.tooltip for item in schema.inputs)
     nodes = pack_module("nodes")
     assert focus.CogniEditTokenFocus in nodes.all_nodes()
-
-
-def tiny_instructpix2pix(comfy):
-    """A narrow SD1.5 InstructPix2Pix UNet (8 input channels) with ComfyUI's real config and model classes.
-    (Candidate for tests/host/comfy_inprocess.py.)"""
-    from comfy_inprocess import random_state_dict
-
-    config = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-              "legacy": False, "adm_in_channels": None, "in_channels": 8, "model_channels": 32, "num_res_blocks": [1],
-              "transformer_depth": [1], "transformer_depth_output": [1, 1], "channel_mult": [1],
-              "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 64, "num_heads": 2,
-              "num_head_channels": -1, "use_temporal_attention": False, "use_temporal_resblock": False}
-    model_config = comfy.supported_models.SD15_instructpix2pix(config)
-    model_config.set_inference_dtype(torch.float32, None)
-    base = model_config.get_model({}, "")
-    base.diffusion_model.load_state_dict(random_state_dict(base.diffusion_model))
-    return comfy.model_patcher.ModelPatcher(base, load_device=comfy.mm.get_torch_device(),
-                                            offload_device=comfy.mm.unet_offload_device())
-
-
-def test_sd_family_unet_is_refused_clearly(comfy, focus):
-    model = tiny_instructpix2pix(comfy)
-    with pytest.raises(ValueError, match="not supported yet for this model type .*SD15_instructpix2pix"):
-        run_node(focus, model, QWEN_PROMPT)
