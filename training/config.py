@@ -72,6 +72,8 @@ DEFAULTS: dict = {
         "blocks": "last:2",
         "xi": 8,
         "window": 16,
+        "strength": 1.0,               # attention forcing on the predicted window: logits + log(1 + strength * w)
+        "lr": 0.0,                     # learning rate of the focus parameters (0 = optim.lr)
     },
     "optim": {
         "lr": 1.0e-4,

@@ -74,9 +74,6 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
             self.device = torch.device("cuda", torch.cuda.current_device())
-        if config["focus"]["enabled"]:
-            raise ConfigError("focus.enabled: the learned focus module is not wired into the ShapeEdit editor's "
-                              "attention yet, so it would get no gradient; set focus.enabled=false")
         self.policy, self.base_hash = self._build_policy()
         lora_cfg = config["lora"]
         self.lora_layers = inject_lora(self.policy.transformer, int(lora_cfg["rank"]), float(lora_cfg["alpha"]),
@@ -84,9 +81,15 @@ class Trainer:
         self.policy.transformer.to(self.device)
         if train["gradient_checkpointing"]:
             self.policy.transformer.enable_gradient_checkpointing()
+        self.focus = self._build_focus(config["focus"], seed)
         self.params = lora_parameters(self.policy.transformer)
         o = config["optim"]
-        self.optimizer = torch.optim.AdamW(self.params, lr=float(o["lr"]), betas=tuple(o["betas"]),
+        groups = [{"params": self.params}]
+        if self.focus is not None:
+            focus_params = list(self.focus.parameters())
+            groups.append({"params": focus_params, "lr": float(config["focus"]["lr"] or o["lr"])})
+            self.params = self.params + focus_params
+        self.optimizer = torch.optim.AdamW(groups, lr=float(o["lr"]), betas=tuple(o["betas"]),
                                            weight_decay=float(o["weight_decay"]), eps=float(o["eps"]))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(int(train["steps"]), float(o["warmup_frac"])))
@@ -113,26 +116,55 @@ class Trainer:
             p.requires_grad_(False)
         return ShapeEditPolicy(editor, bf16=bool(self.config["train"]["bf16"])), base_model_hash(editor.transformer)
 
+    def _build_focus(self, focus_cfg: dict, seed: int):
+        """The learned Token Focus module (predictor + soft tokens) trained with the LoRA, or None."""
+        if not focus_cfg["enabled"]:
+            return None
+        from cogniedit.focus.learned import LearnedFocus
+
+        with torch.random.fork_rng(devices=[]):  # its own seed: enabling focus leaves every other draw unchanged
+            torch.manual_seed(derived_seed(seed, "focus-init"))
+            module = LearnedFocus.for_model(self.policy.transformer, blocks=str(focus_cfg["blocks"]),
+                                            xi=int(focus_cfg["xi"]), window=int(focus_cfg["window"]))
+        module.to(self.device)
+        self.policy.enable_learned_focus(module, float(focus_cfg["strength"]))
+        return module
+
+    def focus_metadata(self) -> dict:
+        return {"family": self.config["model"]["family"], "base_hash": self.base_hash,
+                "training_config": config_json(self.config), "step": str(self.step)}
+
+    def write_model_files(self, folder: Path) -> None:
+        """The LoRA and (with focus) the focus-weights file the CogniEdit nodes and editor load."""
+        from cogniedit.focus.weights_file import save_focus_weights
+
+        save_lora_file(folder / "lora.safetensors", self.policy.transformer, self.lora_metadata())
+        if self.focus is not None:
+            save_focus_weights(folder / "focus.safetensors", self.focus, self.focus_metadata())
+
     def lora_metadata(self) -> dict:
         lora = self.config["lora"]
         return {"base_model_family": self.config["model"]["family"], "base_model_hash": self.base_hash,
                 "base_model_path": str(self.config["model"]["path"] or "shipped ShapeEdit editor"),
                 "rank": lora["rank"], "alpha": lora["alpha"], "target_modules": lora["targets"],
-                "focus_layout": None, "training_config": config_json(self.config), "step": self.step,
+                "focus_layout": self.focus_layout(), "training_config": config_json(self.config), "step": self.step,
                 "objective": self.config["objective"]["name"]}
+
+    def focus_layout(self):
+        if self.focus is None:
+            return None
+        return {"file": "focus.safetensors", "blocks": self.focus.block_indices, "xi": self.focus.xi,
+                "window": self.focus.window, "strength": float(self.config["focus"]["strength"])}
 
     # ------------------------------------------------------------------------------------------- state
     def save(self) -> Path:
-        def write_files(folder: Path):
-            save_lora_file(folder / "lora.safetensors", self.policy.transformer, self.lora_metadata())
-
         opt_tensors, opt_json = ckpt.optimizer_state(self.optimizer)
         rng_tensors, rng_json = ckpt.rng_state()
         state_json = {"step": self.step, "optimizer": opt_json, "scheduler": self.scheduler.state_dict(),
                       "rng": rng_json, "config": self.config, "base_model_hash": self.base_hash}
-        path = ckpt.save_checkpoint(self.out, self.step, write_files, {**opt_tensors, **rng_tensors}, state_json,
-                                    int(self.config["checkpoint"]["keep_last"]))
-        save_lora_file(self.out / "lora.safetensors", self.policy.transformer, self.lora_metadata())
+        path = ckpt.save_checkpoint(self.out, self.step, self.write_model_files, {**opt_tensors, **rng_tensors},
+                                    state_json, int(self.config["checkpoint"]["keep_last"]))
+        self.write_model_files(self.out)
         return path
 
     def resume(self, resume: str) -> Path:
@@ -141,11 +173,19 @@ class Trainer:
         if state.get("base_model_hash") != self.base_hash:
             raise ckpt.CheckpointError(f"checkpoint {path} was trained on base model {state.get('base_model_hash')}, "
                                        f"but model.path gives {self.base_hash}; resume with the same base model")
-        for key in ("objective", "lora", "rollout", "advantages"):
+        for key in ("objective", "lora", "rollout", "advantages", "focus"):
             if state["config"].get(key) != self.config.get(key):
                 log.warning("resuming with a different %s section than the checkpoint's", key)
         lora_tensors, _ = read_lora_file(path / "lora.safetensors")
         load_lora_state_dict(self.policy.transformer, lora_tensors)
+        if self.focus is not None:
+            from cogniedit.focus.weights_file import load_focus_weights
+
+            if not (path / "focus.safetensors").is_file():
+                raise ckpt.CheckpointError(f"checkpoint {path} has no focus.safetensors, but focus.enabled is true; "
+                                           "resume with focus.enabled=false or from a run that trained focus")
+            focus_tensors, _ = load_focus_weights(path / "focus.safetensors", expect_hash=self.base_hash)
+            self.focus.load_state_dict(focus_tensors)
         ckpt.load_optimizer_state(self.optimizer, tensors, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(tensors, state["rng"])
@@ -232,8 +272,19 @@ class Trainer:
         cases = self.cases[:n]
         r = self.config["rollout"]
         images = np.stack([render_source(c) for c in cases])
-        out = self.policy.editor.edit(images, [c.instruction for c in cases], seed=0, steps=int(r["steps"]),
-                                      shift=float(r["shift"]))
+        focus_on = []
+
+        def with_focus(editor, ids, mask):  # the editor's own text mask: learned focus on for this edit
+            focus_on.append(self.policy.focus_applied(mask[:, editor.prefix_len:]))
+            focus_on[-1].__enter__()
+            return {}
+
+        try:
+            out = self.policy.editor.edit(images, [c.instruction for c in cases], seed=0, steps=int(r["steps"]),
+                                          shift=float(r["shift"]), focus=with_focus)
+        finally:
+            for context in focus_on:
+                context.__exit__(None, None, None)
         path = self.out / "samples" / f"step-{step:06d}.png"
         save_grid(path, cases, out, [score_edit(o, c) for o, c in zip(out, cases)], rows=n)
         return path

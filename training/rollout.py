@@ -40,12 +40,44 @@ class Conditioning:
 
 
 class ShapeEditPolicy:
-    """Velocity of the ShapeEdit editor (LoRA inside ``editor.transformer``) on cached conditioning."""
+    """Velocity of the ShapeEdit editor (LoRA inside ``editor.transformer``, optionally learned Token Focus) on
+    cached conditioning."""
 
     def __init__(self, editor, bf16: bool = False):
         self.editor = editor
         self.bf16 = bf16
         self._cache: dict[str, tuple] = {}
+        self.focus = None  # a LearnedFocus once enable_learned_focus is called
+        self.focus_state = None
+
+    def enable_learned_focus(self, module, strength: float) -> None:
+        """Run ``module`` (cogniedit.focus.learned.LearnedFocus) in every policy call, exactly as the CogniEdit
+        editor runs it at inference (its focus processors and block hooks), but with the bias left differentiable
+        so the predictor and the soft tokens are trained with the LoRA."""
+        from cogniedit.shapes.cogniedit_editor import FocusState, install_focus_processors
+
+        self.focus = module
+        # the source image's tokens follow the noisy ones; like the editor, bias only the noisy-image query rows
+        self.focus_state = FocusState(None, float(strength), n_reference=self.latent_shape(1)[1])
+        install_focus_processors(self.editor.transformer, self.focus_state)
+
+    @contextlib.contextmanager
+    def focus_applied(self, text_mask: torch.Tensor, enabled: bool = True):
+        """Learned focus on for the calls inside (``text_mask``: the cached mask, instruction + 5 suffix tokens)."""
+        if self.focus is None or not enabled:
+            yield
+            return
+        from cogniedit.focus.spans import QWEN_SUFFIX_TOKENS
+        from cogniedit.shapes.cogniedit_editor import learned_focus_hooks
+
+        lens = (text_mask.sum(1) - QWEN_SUFFIX_TOKENS).clamp(min=1)
+        handles = learned_focus_hooks(self.transformer, self.focus, self.focus_state, lens, detach=False)
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.focus_state.block_weights.clear()
 
     @property
     def transformer(self):
@@ -69,16 +101,17 @@ class ShapeEditPolicy:
             text[i, :emb.shape[0]], mask[i, :m.shape[0]] = emb, m
         return Conditioning(text, mask, torch.stack([r[2] for r in rows]))
 
-    def velocity_fn(self, cond: Conditioning):
+    def velocity_fn(self, cond: Conditioning, focus: bool = True):
         def fn(x, sigma):
             autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-            with autocast:
+            with autocast, self.focus_applied(cond.mask, focus):
                 v = self.editor.velocity(x, sigma, (cond.text, cond.mask), cond.ref)
             return v.to(x.dtype)
         return fn
 
     def reference_velocity_fn(self, cond: Conditioning):
-        policy_fn = self.velocity_fn(cond)
+        """The frozen base: LoRA disabled and no learned focus."""
+        policy_fn = self.velocity_fn(cond, focus=False)
 
         def fn(x, sigma):
             with lora_disabled(self.editor.transformer):

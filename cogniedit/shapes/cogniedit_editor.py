@@ -193,6 +193,22 @@ def restore_processors(transformer, original: dict) -> None:
     transformer.set_attn_processor(dict(original))  # set_attn_processor pops from the dict it is given
 
 
+def learned_focus_hooks(transformer, learned, state: FocusState, text_lens: torch.Tensor, detach: bool = True) -> list:
+    """Pre-hooks on the learned blocks: rewrite the text stream with the soft tokens and hand the window weights to
+    the focus processors' bias (the attention forcing). ``text_lens``: instruction tokens per sample, counted from
+    the start of the text stream. ``detach=False`` keeps the bias differentiable (training). Returns the handles."""
+    handles = []
+    for index in learned.block_indices:
+        def hook(module, args, kwargs, index=index):
+            txt = kwargs["encoder_hidden_states"]
+            new_txt, window = learned(txt, index, text_start=0, text_len=text_lens.to(txt.device))
+            state.block_weights[index] = window.detach().float() if detach else window.float()
+            return args, dict(kwargs, encoder_hidden_states=new_txt)
+
+        handles.append(transformer.transformer_blocks[index].register_forward_pre_hook(hook, with_kwargs=True))
+    return handles
+
+
 # --------------------------------------------------------------------------------------------------- LoRA
 
 
@@ -319,21 +335,6 @@ class CogniEditEditor:
         return load_learned_focus(path, expect_family="shapeedit", expect_hash=base_model_hash(transformer),
                                   expect_hidden=transformer.inner_dim)
 
-    def _learned_hooks(self, state: FocusState, text_lens: torch.Tensor) -> list:
-        """Pre-hooks on the learned blocks: rewrite the text stream, hand the window weights to the bias."""
-        handles = []
-        for index in self.learned.block_indices:
-            block = self.model.transformer.transformer_blocks[index]
-
-            def hook(module, args, kwargs, index=index):
-                txt = kwargs["encoder_hidden_states"]
-                new_txt, window = self.learned(txt, index, text_start=0, text_len=text_lens.to(txt.device))
-                state.block_weights[index] = window.detach().float()
-                return args, dict(kwargs, encoder_hidden_states=new_txt)
-
-            handles.append(block.register_forward_pre_hook(hook, with_kwargs=True))
-        return handles
-
     # --- edit -------------------------------------------------------------------------------------------------
     def edit(self, images, instructions, seed: int = 0, **kwargs):
         instructions = list(instructions)
@@ -366,7 +367,7 @@ class CogniEditEditor:
                 from ..focus.spans import QWEN_SUFFIX_TOKENS
 
                 lens = mask[:, editor.prefix_len:].sum(1) - QWEN_SUFFIX_TOKENS
-                handles.extend(self._learned_hooks(state, lens.clamp(min=1)))
+                handles.extend(learned_focus_hooks(transformer, self.learned, state, lens.clamp(min=1)))
             return {}
 
         def record_sigma(module, args, kwargs_):
@@ -403,4 +404,4 @@ def load_cogniedit_editor(decompose="off", focus="off", focus_strength: float = 
 
 
 __all__ = ["CogniEditEditor", "FocusAttnProcessor", "FocusState", "install_focus_processors", "restore_processors",
-           "merge_lora", "load_cogniedit_editor", "OPTION_NAMES"]
+           "learned_focus_hooks", "merge_lora", "load_cogniedit_editor", "OPTION_NAMES"]
