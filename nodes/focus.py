@@ -151,7 +151,9 @@ def _check_weights_fit(meta: dict, family: str, dit) -> None:
     # PRIVATE HELPER, to be replaced by a core check (cogniedit.focus.weights_file) taking already-read metadata:
     # load_focus_weights only checks when given a path, and FOCUS_WEIGHTS arrives already loaded.
     file_family = meta.get("family", "?")
-    family_ok = file_family.startswith("qwen_image") if family == "qwen_image" else file_family == "flux_kontext"
+    # the ShapeEdit editor's DiT is a (narrow) Qwen-Image-Edit transformer: its focus files fit that family
+    qwen_families = ("qwen_image", "qwen_image_edit", "shapeedit")
+    family_ok = file_family in qwen_families if family == "qwen_image" else file_family == "flux_kontext"
     given_hash = base_model_hash(dit)
     wrong = [name for name, ok in (("family", family_ok), ("base_hash", meta.get("base_hash") == given_hash)) if not ok]
     if wrong:

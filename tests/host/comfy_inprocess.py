@@ -130,22 +130,36 @@ QWEN_CONFIG = {"image_model": "qwen_image", "in_channels": 64, "out_channels": 1
                "axes_dims_rope": (8, 12, 12)}
 
 
-def tiny_qwen_image(comfy, seed: int = 0, state: dict | None = None):
+def tiny_qwen_image(comfy, seed: int = 0, state: dict | None = None, unet_config: dict | None = None):
     """A narrow Qwen-Image(-Edit) DiT with the real config/model classes (the detector pins full widths).
     ``state``: its weights (e.g. a diffusers QwenImageTransformer2DModel's state dict: the key names are equal);
-    default random."""
+    default random. ``unet_config``: another narrow shape (default QWEN_CONFIG)."""
     from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
 
+    unet_config = dict(unet_config or QWEN_CONFIG)
     if state is None:
-        kwargs = {k: v for k, v in QWEN_CONFIG.items() if k != "image_model"}
+        kwargs = {k: v for k, v in unet_config.items() if k != "image_model"}
         module = QwenImageTransformer2DModel(**kwargs, operations=comfy.ops.disable_weight_init, device="meta")
         state = random_state_dict(module, seed)
-    config = comfy.supported_models.QwenImage(dict(QWEN_CONFIG))
+    config = comfy.supported_models.QwenImage(unet_config)
     config.set_inference_dtype(torch.float32, None)
     base = config.get_model(state, "")
     base.load_model_weights(state, "")
     return comfy.model_patcher.ModelPatcher(base, load_device=comfy.mm.get_torch_device(),
                                             offload_device=comfy.mm.unet_offload_device())
+
+
+def comfy_model_of_shapeedit_editor(comfy, editor):
+    """The ShapeEdit editor's DiT (a narrow diffusers Qwen-Image-Edit transformer) as a ComfyUI Qwen-Image model:
+    ComfyUI's own classes, the editor's weights under their (equal) key names."""
+    config = editor.config
+    transformer = editor.transformer
+    unet_config = {"image_model": "qwen_image", "in_channels": transformer.config.in_channels,
+                   "out_channels": transformer.config.out_channels, "num_layers": config.num_layers,
+                   "num_attention_heads": config.num_attention_heads, "attention_head_dim": config.attention_head_dim,
+                   "joint_attention_dim": config.text_hidden, "axes_dims_rope": tuple(config.axes_dims_rope)}
+    state = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
+    return tiny_qwen_image(comfy, state=state, unet_config=unet_config)
 
 
 def tiny_diffusers_qwen_image(seed: int = 0):

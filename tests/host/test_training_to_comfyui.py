@@ -1,0 +1,130 @@
+"""From the trainer to ComfyUI: the LoRA and focus-weights files of a short Dense GRPO run (learned focus on), loaded
+through the CogniEdit Loader and the Token Focus node (learned) into ComfyUI's own Qwen-Image model of the same DiT,
+change its output exactly as they change the trainer's policy: same inputs, same DiT output within float tolerance.
+
+The base is the ShapeEdit editor's narrow Qwen-Image-Edit transformer (training.tiny), rebuilt with ComfyUI's classes
+from the same weights; its latent tokens map onto ComfyUI's 5-D latents by ComfyUI's own 2x2 packing.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from comfy_inprocess import bootstrap, comfy_model_of_shapeedit_editor, pack_module
+
+pytestmark = pytest.mark.host
+
+FOCUS_STRENGTH = 2.0
+RUN = ["--train.steps=2", "--checkpoint.every=2", "--rollout.steps=4", "--rollout.group_size=2",
+       "--rollout.cases_per_step=2", "--objective.window=2", "--optim.lr=3e-2", "--data.n_cases=8",
+       "--train.num_threads=1", "--log.progress=false", "--lora.targets=[to_q,to_k,to_v,to_out.0,add_k_proj]",
+       "--focus.enabled=true", "--focus.blocks=all", "--focus.xi=2", "--focus.window=6",
+       f"--focus.strength={FOCUS_STRENGTH}", "--advantages.min_group_std=0"]
+
+
+@pytest.fixture(scope="module")
+def comfy(comfyui_root):
+    torch.set_num_threads(1)
+    return bootstrap(comfyui_root)
+
+
+@pytest.fixture(scope="module")
+def trained(comfy, tmp_path_factory):
+    """(trainer with the run's final LoRA + focus, folder with the files, base editor file)."""
+    from training.config import load_config
+    from training.grpo import Trainer, main
+    from training.tiny import save_tiny_editor
+
+    folder = tmp_path_factory.mktemp("run")
+    editor_file = save_tiny_editor(folder / "editor.safetensors", layers=2)
+    out = folder / "out"
+    args = [f"model.path={editor_file}", f"output_dir={out}", *[a[2:] for a in RUN]]
+    assert main([x for a in args for x in ("--set", a)]) == 0
+    trainer = Trainer(load_config(None, args))
+    trainer.resume("latest")
+    return trainer, out, editor_file
+
+
+@pytest.fixture()
+def model_folders(comfy, trained):
+    """The run folder registered as ComfyUI's loras and models/cogniedit folder (what a user copies into)."""
+    loader = pack_module("nodes.loader")
+    _, out, _ = trained
+    added = [("loras", str(out)), (loader.MODELS_FOLDER, str(out))]
+    for name, path in added:
+        comfy.folder_paths.add_model_folder_path(name, path)
+    yield loader
+    for name, path in added:
+        comfy.folder_paths.folder_names_and_paths[name][0].remove(path)
+
+
+def to_latent(tokens, grid):
+    """Editor tokens [B, grid*grid, C*4] -> ComfyUI's 5-D latent [B, C, 1, 2*grid, 2*grid] (inverse of its packing)."""
+    from einops import rearrange
+
+    return rearrange(tokens, "b (h w) (c ph pw) -> b c 1 (h ph) (w pw)", h=grid, ph=2, pw=2)
+
+
+def to_tokens(latent):
+    from einops import rearrange
+
+    return rearrange(latent, "b c 1 (h ph) (w pw) -> b (h w) (c ph pw)", ph=2, pw=2)
+
+
+def comfy_dit_output(comfy, patcher, x, sigma, text, ref, grid):
+    """One call of ComfyUI's DiT with the patcher's transformer options and wrappers, as sampling assembles them."""
+    options = dict(patcher.model_options.get("transformer_options", {}))
+    options["wrappers"] = comfy.comfy.patcher_extension.copy_nested_dicts(patcher.wrappers)
+    comfy.mm.load_models_gpu([patcher])  # applies the LoRA weight patches (and takes other patchers' off)
+    with torch.no_grad():
+        out = patcher.model.diffusion_model(to_latent(x, grid), sigma, text, ref_latents=[to_latent(ref, grid)],
+                                            transformer_options=options)
+    return to_tokens(out)
+
+
+def trainer_dit_output(policy, x, sigma, text, mask, ref, grid, focus=True):
+    with torch.no_grad(), policy.focus_applied(mask, focus):
+        out = policy.transformer(hidden_states=torch.cat([x, ref], 1), encoder_hidden_states=text,
+                                 encoder_hidden_states_mask=mask, timestep=sigma,
+                                 img_shapes=[[(1, grid, grid), (1, grid, grid)]], return_dict=False)[0]
+    return out[:, :x.shape[1]]
+
+
+def test_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers(comfy, trained, model_folders):
+    from cogniedit.shapes.editor import load_editor
+    from cogniedit.shapes.editor.latent import GRID
+    from training.grpo import render_source
+    from training.lora import lora_disabled
+
+    trainer, out, editor_file = trained
+    loader, focus_node = model_folders, pack_module("nodes.focus")
+    policy = trainer.policy
+    case = trainer.cases[0]
+    text, mask = policy.editor.encode_text([case.instruction])
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(1, GRID * GRID, 192, generator=generator)
+    ref = policy.editor.image_to_latent(render_source(case)[None])
+
+    base = comfy_model_of_shapeedit_editor(comfy, load_editor(editor_file))
+    model, focus_weights, report = loader.CogniEditLoader.execute(base, "lora.safetensors", 1.0,
+                                                                  "focus.safetensors").args
+    assert "0 not loaded" in report and "warning" not in report
+    patched, focus_report, _ = focus_node.CogniEditTokenFocus.execute(
+        model, prompt=case.instruction, phrases="", layout="auto", mode="learned", strength=FOCUS_STRENGTH,
+        blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True, focus_weights=focus_weights).args
+    assert "learned focus: blocks [0, 1]" in focus_report
+
+    for sigma in (0.9, 0.35):
+        s = torch.tensor([sigma])
+        unpatched = comfy_dit_output(comfy, base, x, s, text, ref, GRID)
+        with lora_disabled(policy.transformer):  # the two implementations agree on the base model first
+            assert torch.allclose(unpatched, trainer_dit_output(policy, x, s, text, mask, ref, GRID, focus=False),
+                                  atol=1e-5)
+        got = comfy_dit_output(comfy, patched, x, s, text, ref, GRID)
+        want = trainer_dit_output(policy, x, s, text, mask, ref, GRID)
+        assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
+        assert (got - unpatched).abs().max() > 1e-3  # the files really change the model
+        lora_only = comfy_dit_output(comfy, model, x, s, text, ref, GRID)
+        assert (got - lora_only).abs().max() > 1e-4  # and the focus file is part of it
+
