@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .distributed import full_tensor, shard_like
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -88,21 +90,24 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     for pid, entries in sd["state"].items():
         state_json[str(pid)] = {}
         for name, value in entries.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{name}"] = value.detach().contiguous().cpu()
+            if torch.is_tensor(value):  # FSDP: moments are shards; gathered here (every rank calls this)
+                tensors[f"optim.{pid}.{name}"] = full_tensor(value.detach()).contiguous().cpu()
             else:
                 state_json[str(pid)][name] = value
     return tensors, {"param_groups": sd["param_groups"], "state": state_json}
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict, info: dict) -> None:
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # the state dict's numbering
     state = {}
     for pid, scalars in info["state"].items():
         state[int(pid)] = dict(scalars)
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
+            param = params[int(pid)]
+            # moments shaped like their parameter are cut into this rank's shard under FSDP
+            state.setdefault(int(pid), {})[name] = shard_like(value, param) if value.shape == param.shape else value
     groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else g for g in info["param_groups"]]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 

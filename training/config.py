@@ -90,6 +90,7 @@ DEFAULTS: dict = {
         "num_threads": 0,              # torch.set_num_threads (0 = leave as is)
         "max_minutes": 0.0,            # stop (with a checkpoint) after this wall time; 0 = no limit
         "minibatches": 1,              # optimizer steps per rollout (>1: later minibatches are off-policy)
+        "fsdp": False,                 # under torchrun: shard model + LoRA with FSDP2 (False: replicate, all-reduce)
         "stop_after": 0,               # stop after this many steps of THIS run, without saving (tests; like a kill)
     },
     "checkpoint": {

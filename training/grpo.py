@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed
 from .advantages import compute_advantages
 from .config import ConfigError, config_json, load_config
-from .lora import inject_lora, lora_parameters, load_lora_state_dict, read_lora_file, save_lora_file
+from .lora import inject_lora, lora_parameters, load_lora_state_dict, lora_state_dict, read_lora_file, save_lora_file
 from .objectives import ObjectiveSettings, compute_objective, draw_steps
 from .rewards import build_rewards, score_all
 from .rollout import ShapeEditPolicy, derived_seed, rollout
@@ -62,10 +63,10 @@ class Trainer:
         train = config["train"]
         if int(train["num_threads"]) > 0:
             torch.set_num_threads(int(train["num_threads"]))
-        self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        if self.world > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if config["model"]["device"].startswith("cuda") else "gloo"
-            torch.distributed.init_process_group(backend)
+        self.rank, self.world = distributed.world()
+        self.fsdp = bool(train["fsdp"]) and self.world > 1
+        if self.world > 1:
+            distributed.init(config["model"]["device"])
         seed = int(config["seed"])
         random.seed(seed)
         np.random.seed(seed % 2**32)
@@ -82,7 +83,12 @@ class Trainer:
         if train["gradient_checkpointing"]:
             self.policy.transformer.enable_gradient_checkpointing()
         self.focus = self._build_focus(config["focus"], seed)
+        if self.fsdp:  # before the optimizer sees the parameters: they become this rank's shards
+            distributed.shard_modules(self.policy.transformer, [self.focus] if self.focus is not None else [])
         self.params = lora_parameters(self.policy.transformer)
+        if self.fsdp:
+            sharded = sum(distributed.is_dtensor(p) for p in self.policy.transformer.parameters())
+            log.info("FSDP: %d transformer parameters sharded across %d ranks", sharded, self.world)
         o = config["optim"]
         groups = [{"params": self.params}]
         if self.focus is not None:
@@ -134,13 +140,21 @@ class Trainer:
         return {"family": self.config["model"]["family"], "base_hash": self.base_hash,
                 "training_config": config_json(self.config), "step": str(self.step)}
 
-    def write_model_files(self, folder: Path) -> None:
+    def model_tensors(self) -> tuple[dict, dict | None]:
+        """(LoRA tensors, focus tensors or None), whole: under FSDP a collective that every rank must call."""
+        focus = None
+        if self.focus is not None:
+            focus = {k: distributed.full_tensor(v.detach()).cpu() for k, v in self.focus.state_dict().items()}
+        return lora_state_dict(self.policy.transformer), focus
+
+    def write_model_files(self, folder: Path, tensors: tuple | None = None) -> None:
         """The LoRA and (with focus) the focus-weights file the CogniEdit nodes and editor load."""
         from cogniedit.focus.weights_file import save_focus_weights
 
-        save_lora_file(folder / "lora.safetensors", self.policy.transformer, self.lora_metadata())
+        lora, focus = tensors or self.model_tensors()
+        save_lora_file(folder / "lora.safetensors", self.policy.transformer, self.lora_metadata(), tensors=lora)
         if self.focus is not None:
-            save_focus_weights(folder / "focus.safetensors", self.focus, self.focus_metadata())
+            save_focus_weights(folder / "focus.safetensors", self.focus, self.focus_metadata(), tensors=focus)
 
     def lora_metadata(self) -> dict:
         lora = self.config["lora"]
@@ -157,14 +171,18 @@ class Trainer:
                 "window": self.focus.window, "strength": float(self.config["focus"]["strength"])}
 
     # ------------------------------------------------------------------------------------------- state
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Checkpoint + model files. Every rank calls it (FSDP gathers the shards); rank 0 writes."""
+        tensors = self.model_tensors()
         opt_tensors, opt_json = ckpt.optimizer_state(self.optimizer)
+        if self.rank != 0:
+            return None
         rng_tensors, rng_json = ckpt.rng_state()
         state_json = {"step": self.step, "optimizer": opt_json, "scheduler": self.scheduler.state_dict(),
                       "rng": rng_json, "config": self.config, "base_model_hash": self.base_hash}
-        path = ckpt.save_checkpoint(self.out, self.step, self.write_model_files, {**opt_tensors, **rng_tensors},
-                                    state_json, int(self.config["checkpoint"]["keep_last"]))
-        self.write_model_files(self.out)
+        path = ckpt.save_checkpoint(self.out, self.step, lambda folder: self.write_model_files(folder, tensors),
+                                    {**opt_tensors, **rng_tensors}, state_json, int(self.config["checkpoint"]["keep_last"]))
+        self.write_model_files(self.out, tensors)
         return path
 
     def resume(self, resume: str) -> Path:
@@ -185,7 +203,13 @@ class Trainer:
                 raise ckpt.CheckpointError(f"checkpoint {path} has no focus.safetensors, but focus.enabled is true; "
                                            "resume with focus.enabled=false or from a run that trained focus")
             focus_tensors, _ = load_focus_weights(path / "focus.safetensors", expect_hash=self.base_hash)
-            self.focus.load_state_dict(focus_tensors)
+            params = dict(self.focus.named_parameters())
+            if focus_tensors.keys() != params.keys():
+                raise ckpt.CheckpointError(f"{path / 'focus.safetensors'} holds {sorted(focus_tensors)}, the focus "
+                                           f"module has {sorted(params)}: resume with the run's focus settings")
+            with torch.no_grad():
+                for name, param in params.items():
+                    param.copy_(distributed.shard_like(focus_tensors[name], param))
         ckpt.load_optimizer_state(self.optimizer, tensors, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(tensors, state["rng"])
@@ -225,8 +249,8 @@ class Trainer:
         for chunk in chunks:
             self.optimizer.zero_grad(set_to_none=True)
             kept = int(adv.mask[chunk].sum())
-            if kept == 0:
-                continue
+            if kept == 0 and self.world == 1:
+                continue  # with several ranks every rank runs every minibatch (collectives in lockstep): loss 0
             loss_total = 0.0
             for sub in chunk.split(micro):
                 sub_cond = full_cond.subset(sub.to(self.device))
@@ -234,15 +258,13 @@ class Trainer:
                 result = compute_objective(
                     o["name"], self.policy.velocity_fn(sub_cond), rollouts.subset(sub), adv.values[sub], steps[sub],
                     int(o["window"]), self.settings, ref_velocity_fn=ref_fn, mask=adv.mask[sub],
-                    normaliser=float(kept), backward=True)
+                    normaliser=float(max(kept, 1)), backward=True)
                 loss_total += float(result.loss)
                 stats_all.append(result.stats)
             if self.world > 1:
-                for p in self.params:
-                    if p.grad is not None:
-                        torch.distributed.all_reduce(p.grad)
-                        p.grad /= self.world
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, float(cfg["optim"]["grad_clip"]))
+                distributed.average_gradients(self.params)
+            grad_norm = distributed.full_tensor(
+                torch.nn.utils.clip_grad_norm_(self.params, float(cfg["optim"]["grad_clip"])))
             self.optimizer.step()
             losses.append(loss_total)
         lr_used = self.optimizer.param_groups[0]["lr"]
@@ -286,7 +308,8 @@ class Trainer:
             for context in focus_on:
                 context.__exit__(None, None, None)
         path = self.out / "samples" / f"step-{step:06d}.png"
-        save_grid(path, cases, out, [score_edit(o, c) for o, c in zip(out, cases)], rows=n)
+        if self.rank == 0:
+            save_grid(path, cases, out, [score_edit(o, c) for o, c in zip(out, cases)], rows=n)
         return path
 
     # ------------------------------------------------------------------------------------------- loop
@@ -315,16 +338,16 @@ class Trainer:
                 metrics_log.write(last)
                 bar.update(last)
                 every = int(cfg["checkpoint"]["every"])
-                if main_process and ((every and step % every == 0) or step == total):
+                if (every and step % every == 0) or step == total:
                     self.save()
                 s_every = int(cfg["log"]["sample_every"])
-                if main_process and s_every and step % s_every == 0:
-                    self.save_samples(step)
+                if (main_process or self.fsdp) and s_every and step % s_every == 0:
+                    self.save_samples(step)  # under FSDP every rank runs the forward (all-gathers), rank 0 writes
                 if stop_after and ran >= stop_after:
                     break  # like a kill: no checkpoint beyond the periodic ones
-                if max_s and time.perf_counter() - t_start > max_s:
-                    if main_process:
-                        self.save()
+                if max_s and distributed.any_rank(time.perf_counter() - t_start > max_s, self.world > 1,
+                                                  self.device):
+                    self.save()
                     break
         finally:
             bar.close()

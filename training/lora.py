@@ -19,6 +19,8 @@ from torch import nn
 
 from cogniedit.safetensors_io import save_safetensors_atomic
 
+from .distributed import full_tensor, shard_like
+
 KEY_PREFIX = "diffusion_model."
 FORMAT = "cogniedit.lora"
 FORMAT_VERSION = "1"
@@ -115,8 +117,9 @@ def lora_state_dict(model: nn.Module, prefix: str = KEY_PREFIX) -> dict[str, tor
     out = {}
     for name, layer in lora_layers(model).items():
         key = prefix + name
-        out[key + ".lora_A.weight"] = layer.lora_A.weight.detach().contiguous().cpu()
-        out[key + ".lora_B.weight"] = layer.lora_B.weight.detach().contiguous().cpu()
+        # full_tensor: under FSDP the weights are shards (gathering is a collective: every rank calls this)
+        out[key + ".lora_A.weight"] = full_tensor(layer.lora_A.weight.detach()).contiguous().cpu()
+        out[key + ".lora_B.weight"] = full_tensor(layer.lora_B.weight.detach()).contiguous().cpu()
         out[key + ".alpha"] = torch.tensor(layer.alpha, dtype=torch.float32)
     if not out:
         raise ValueError("the model has no LoRA layers; call inject_lora first")
@@ -134,8 +137,8 @@ def load_lora_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor], pre
         if tensors[a].shape != layer.lora_A.weight.shape or tensors[b].shape != layer.lora_B.weight.shape:
             raise ValueError(f"LoRA tensor shapes for {name} do not match (rank or model width differ)")
         with torch.no_grad():
-            layer.lora_A.weight.copy_(tensors[a])
-            layer.lora_B.weight.copy_(tensors[b])
+            layer.lora_A.weight.copy_(shard_like(tensors[a], layer.lora_A.weight))
+            layer.lora_B.weight.copy_(shard_like(tensors[b], layer.lora_B.weight))
         used.update((a, b, prefix + name + ".alpha"))
     unused = sorted(set(tensors) - used)
     if unused:
@@ -146,14 +149,15 @@ def _as_meta_string(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
-def save_lora_file(path, model: nn.Module, metadata: dict | None = None) -> Path:
-    """Write the ComfyUI-loadable LoRA file atomically. ``metadata`` values become JSON strings."""
+def save_lora_file(path, model: nn.Module, metadata: dict | None = None, tensors: dict | None = None) -> Path:
+    """Write the ComfyUI-loadable LoRA file atomically. ``metadata`` values become JSON strings; ``tensors``: the
+    model's ``lora_state_dict`` when already gathered."""
     layers = lora_layers(model)
     first = next(iter(layers.values()))
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "key_prefix": KEY_PREFIX,
             "rank": str(first.rank), "alpha": str(first.alpha), "modules": str(len(layers))}
     meta.update({k: _as_meta_string(v) for k, v in (metadata or {}).items()})
-    return save_safetensors_atomic(path, lora_state_dict(model), meta)
+    return save_safetensors_atomic(path, lora_state_dict(model) if tensors is None else tensors, meta)
 
 
 def read_lora_file(path) -> tuple[dict, dict]:

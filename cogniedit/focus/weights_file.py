@@ -53,11 +53,12 @@ def _describe(meta: dict) -> str:
             f"hidden_size={meta.get('hidden_size', '?')}")
 
 
-def save_focus_weights(path, module, meta: dict) -> Path:
+def save_focus_weights(path, module, meta: dict, tensors: dict | None = None) -> Path:
     """Write ``module``'s tensors and ``meta`` atomically (temp file in the same folder + os.replace).
 
     ``meta`` needs ``family`` and ``base_hash``; ``blocks``, ``xi``, ``window``, ``hidden_size`` are
-    filled from the module when it has them.
+    filled from the module when it has them. ``tensors``: its state dict when the caller already has it
+    (e.g. gathered from shards).
     """
     if meta.get("family") not in FAMILIES:
         raise ValueError(f"meta['family'] must be one of {FAMILIES}, got {meta.get('family')!r}")
@@ -70,7 +71,7 @@ def save_focus_weights(path, module, meta: dict) -> Path:
     if hasattr(module, "block_indices"):
         full["blocks"] = ",".join(str(b) for b in module.block_indices)
     full.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
-    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in (tensors or module.state_dict()).items()}
     return save_safetensors_atomic(path, tensors, full)
 
 
