@@ -180,17 +180,17 @@ def learned_module(focus_weights, family: str, dit) -> tuple[LearnedFocus, Any]:
     if max(module.block_indices) >= total:
         raise FocusWeightsError(f"the focus weights act on blocks {module.block_indices}, but this model has "
                                 f"{total}; load the focus weights trained for this model")
-    project = None
-    if module.hidden_size != text_hidden_size(dit):
-        txt_in = dit.txt_in
-        if module.hidden_size != txt_in.in_features:
-            raise FocusWeightsError(f"focus soft tokens have width {module.hidden_size}; this model's text stream is "
-                                    f"{txt_in.out_features} wide ({txt_in.in_features} before txt_in)")
-        norm = getattr(dit, "txt_norm", None)  # Qwen-Image: txt_in(txt_norm(.)), as the paper's code does
+    if module.hidden_size == text_hidden_size(dit):
+        return module, None
+    txt_in = dit.txt_in  # soft tokens in the text encoder's width: project them as the DiT projects its text
+    if module.hidden_size != txt_in.in_features:
+        raise FocusWeightsError(f"focus soft tokens have width {module.hidden_size}; this model's text stream is "
+                                f"{txt_in.out_features} wide ({txt_in.in_features} before txt_in)")
+    norm = getattr(dit, "txt_norm", None)  # Qwen-Image: txt_in(txt_norm(.)), as the paper's code does
 
-        def project(soft):
-            soft = soft.to(txt_in.weight.dtype)
-            return txt_in(norm(soft) if norm is not None else soft)
+    def project(soft):
+        soft = soft.to(txt_in.weight.dtype)
+        return txt_in(norm(soft) if norm is not None else soft)
     return module, project
 
 

@@ -1,4 +1,8 @@
-"""Host tier fixtures: one live ComfyUI server per test session, with this pack and the test-only pack loaded.
+"""Host tier fixtures: ComfyUI imported in this process (``comfy``), and one live ComfyUI server per test session
+with this pack and the test-only pack loaded (``comfy_server``).
+
+``comfy`` (session scope): ``comfy_inprocess.bootstrap`` (CPU), torch at one thread (the tiny models run fastest
+that way and the tests stay reproducible).
 
 ``comfy_server`` (session scope) is a ``comfy_client.ComfyServer``: ``run(prompt)``, ``object_info()``,
 ``view(ref)``, ``output_images(entry, node)``, ``upload_image(name, png)``, ``install_model(folder, path)``,
@@ -20,6 +24,15 @@ sys.path.insert(0, str(HERE))  # comfy_client, comfy_inprocess, ... importable b
 
 from comfy_client import (  # noqa: E402
     PACK_NAME, REPO, TESTING_PACK, TESTING_PACK_NAME, ComfyServer, MissingRequirement, skip_or_fail)
+
+
+@pytest.fixture(scope="session")
+def comfy(comfyui_root):
+    import torch
+    from comfy_inprocess import bootstrap
+
+    torch.set_num_threads(1)
+    return bootstrap(comfyui_root)
 
 
 @pytest.fixture(scope="session")

@@ -13,19 +13,13 @@ import types
 import pytest
 import torch
 
-from comfy_inprocess import (bootstrap, flux_conditioning, pack_module, qwen_conditioning, tiny_flux_kontext,
+from comfy_inprocess import (flux_conditioning, pack_module, qwen_conditioning, tiny_flux_kontext,
                              tiny_qwen_image)
 
 pytestmark = pytest.mark.host
 
 QWEN_PROMPT = "make the cat red"  # Qwen-Image: 4 prompt tokens + 5 template-suffix tokens = 9
 FLUX_PROMPT = "make the left cup red"  # T5: 5 tokens + EOS
-
-
-@pytest.fixture(scope="module")
-def comfy(comfyui_root):
-    torch.set_num_threads(1)
-    return bootstrap(comfyui_root)
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,12 @@ import importlib
 import pytest
 import torch
 
-from comfy_inprocess import bootstrap, pack_module, sd_conditioning, tiny_instructpix2pix
+from comfy_inprocess import pack_module, sd_conditioning, tiny_instructpix2pix
 
 pytestmark = pytest.mark.host
 
 PROMPT = "make the left cup red"  # CLIP: <start> make the left cup red <end> ...
 SITES = {("input", 1, 0), ("middle", 0, 0), ("output", 0, 0), ("output", 1, 0)}  # the tiny UNet's attn2 layers
-
-
-@pytest.fixture(scope="module")
-def comfy(comfyui_root):
-    torch.set_num_threads(1)
-    return bootstrap(comfyui_root)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ Conditioning comes from the test-only pack
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys

@@ -10,19 +10,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from comfy_inprocess import (bootstrap, flux_conditioning, pack_module, qwen_conditioning, random_image,
+from comfy_inprocess import (flux_conditioning, pack_module, qwen_conditioning, random_image,
                              tiny_diffusers_qwen_image, tiny_flux_kontext, tiny_qwen_image, tiny_taef1_vae,
                              tiny_wan_vae)
 
 pytestmark = pytest.mark.host
 
 RANK = 4
-
-
-@pytest.fixture(scope="module")
-def comfy(comfyui_root):
-    torch.set_num_threads(1)
-    return bootstrap(comfyui_root)
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +139,6 @@ def test_focus_weights_are_loaded_with_the_file_checks(loader, trained, folders)
 
 def test_focus_weights_of_another_run_are_refused(comfy, loader, trained, folders):
     """The pair check: LoRA and focus file must name the same base (the model itself here has a third hash)."""
-    from cogniedit.focus.learned import LearnedFocus
-    from cogniedit.focus.weights_file import save_focus_weights
-
     model, base_hash, _ = trained
     lora = lora_state(model, QWEN_MODULES[:1])
     save_file(lora, str(folders["loras"] / "run2.safetensors"), metadata={"base_model_hash": "f" * 16})

@@ -9,16 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfy_inprocess import (bootstrap, flux_conditioning, pack_module, qwen_conditioning, random_image,
+from comfy_inprocess import (flux_conditioning, pack_module, qwen_conditioning, random_image,
                              tiny_clip_l, tiny_flux_kontext, tiny_qwen_image, tiny_taef1_vae, tiny_wan_vae)
 
 pytestmark = pytest.mark.host
-
-
-@pytest.fixture(scope="module")
-def comfy(comfyui_root):
-    torch.set_num_threads(1)
-    return bootstrap(comfyui_root)
 
 
 @pytest.fixture(scope="module")

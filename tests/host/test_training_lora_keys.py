@@ -22,7 +22,7 @@ def test_trainer_lora_file_has_zero_not_loaded_keys(comfyui_root, tmp_path, capl
     from diffusers import QwenImageTransformer2DModel
     from safetensors.torch import load_file
 
-    from training.lora import inject_lora, lora_layers, merged_weight_delta, save_lora_file
+    from training.lora import inject_lora, merged_weight_delta, save_lora_file
 
     torch.manual_seed(0)
     dit = QwenImageTransformer2DModel(**{k: v for k, v in QWEN_CONFIG.items() if k != "image_model"})

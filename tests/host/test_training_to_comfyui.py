@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfy_inprocess import bootstrap, comfy_model_of_shapeedit_editor, pack_module
+from comfy_inprocess import comfy_model_of_shapeedit_editor, pack_module
 
 pytestmark = pytest.mark.host
 
@@ -21,12 +21,6 @@ RUN = ["--train.steps=2", "--checkpoint.every=2", "--rollout.steps=4", "--rollou
        "--train.num_threads=1", "--log.progress=false", "--lora.targets=[to_q,to_k,to_v,to_out.0,add_k_proj]",
        "--focus.enabled=true", "--focus.blocks=all", "--focus.xi=2", "--focus.window=6",
        f"--focus.strength={FOCUS_STRENGTH}", "--advantages.min_group_std=0"]
-
-
-@pytest.fixture(scope="module")
-def comfy(comfyui_root):
-    torch.set_num_threads(1)
-    return bootstrap(comfyui_root)
 
 
 @pytest.fixture(scope="module")

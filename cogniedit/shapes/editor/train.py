@@ -139,7 +139,6 @@ def train(out, steps, batch, lr, warmup, seed, chunk, ckpt_every, eval_cases, co
     log(f"editor: {editor.num_parameters()/1e6:.2f} M parameters, vocab {vocab.size} rows, config {config.to_json()}")
     generator = torch.Generator().manual_seed(seed)
     chunks = Chunks(pair_fn, chunk, seed)
-    token_cache: dict[str, tuple] = {}
     start, last_loss = time.time(), []
     base_meta = {"training_command": command, "seed": str(seed), "trained_by": VERSION}
     if init_from is not None:

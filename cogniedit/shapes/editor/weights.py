@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from ...safetensors_io import save_safetensors_atomic
 from .config import FORMAT, EditorConfig
 
