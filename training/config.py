@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -132,12 +133,26 @@ def _merge(base: dict, update: dict, path: str = "") -> dict:
     return base
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _numbers(value):
+    """YAML 1.1 reads ``5e-4`` (no dot) as a string; every config number is meant as a number."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value) if any(c in value for c in ".eE") else int(value)
+    return value
+
+
 def parse_override(text: str) -> dict:
     """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``; the value is parsed as YAML (numbers, true, [lists])."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value (e.g. objective.window=5)")
     dotted, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    value = _numbers(yaml.safe_load(raw)) if raw.strip() else None
     out: dict = {}
     node = out
     parts = dotted.strip().split(".")
@@ -152,7 +167,7 @@ def load_config(path=None, overrides=()) -> dict:
     config = copy.deepcopy(DEFAULTS)
     if path is not None:
         text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
+        data = _numbers(yaml.safe_load(text) or {})
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a YAML mapping of sections (model:, rollout:, ...)")
         _merge(config, data)

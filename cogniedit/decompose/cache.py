@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic_io import atomic_write
 from .types import DIRECTIVES_VERSION, Decomposition
 
 
@@ -99,12 +99,4 @@ class DecompositionCache:
             return None
 
     def _write_disk(self, key: str, data: dict) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, ensure_ascii=False, sort_keys=True)
-            os.replace(temp, self._path(key))
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        atomic_write(self._path(key), lambda handle: json.dump(data, handle, ensure_ascii=False, sort_keys=True))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .atomic import atomic_write
+from ..atomic_io import atomic_write
 from .refer import describe, resolve
 from .scene import DEFAULT_WORLD, Scene, ShapeObject, WorldConfig, random_scene
 

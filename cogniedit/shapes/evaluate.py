@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from .atomic import atomic_write
+from ..atomic_io import atomic_write
 from .cases import KINDS, generate_cases, read_jsonl, write_jsonl
 from .editors import IdentityEditor, OracleEditor
 from .render import render_scene

@@ -37,3 +37,13 @@ def test_shipped_configs_load(name):
 
     config = load_config(Path(__file__).resolve().parents[2] / "training" / "configs" / name)
     assert config["objective"]["name"] in ("dense", "sparse")
+
+
+def test_numbers_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 reads 5e-4 as a string; the config reads it as the number it means (file and flag alike)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 1e-4\n")
+    assert load_config(path)["optim"]["lr"] == 1e-4
+    config = load_config(None, ["optim.lr=5e-4", "train.steps=7", "output_dir=runs/1e5x"])
+    assert config["optim"]["lr"] == 5e-4 and config["train"]["steps"] == 7
+    assert config["output_dir"] == "runs/1e5x"
