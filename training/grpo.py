@@ -8,6 +8,7 @@ with the reward plugins, compute advantages, then one optimizer step per minibat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -294,19 +295,13 @@ class Trainer:
         cases = self.cases[:n]
         r = self.config["rollout"]
         images = np.stack([render_source(c) for c in cases])
-        focus_on = []
+        with contextlib.ExitStack() as stack:
+            def with_focus(editor, ids, mask):  # the editor's own text mask: learned focus on for this edit
+                stack.enter_context(self.policy.focus_applied(mask[:, editor.prefix_len:]))
+                return {}
 
-        def with_focus(editor, ids, mask):  # the editor's own text mask: learned focus on for this edit
-            focus_on.append(self.policy.focus_applied(mask[:, editor.prefix_len:]))
-            focus_on[-1].__enter__()
-            return {}
-
-        try:
             out = self.policy.editor.edit(images, [c.instruction for c in cases], seed=0, steps=int(r["steps"]),
                                           shift=float(r["shift"]), focus=with_focus)
-        finally:
-            for context in focus_on:
-                context.__exit__(None, None, None)
         path = self.out / "samples" / f"step-{step:06d}.png"
         if self.rank == 0:
             save_grid(path, cases, out, [score_edit(o, c) for o, c in zip(out, cases)], rows=n)

@@ -2,6 +2,7 @@
 run writes a focus-weights file next to the LoRA, and the CogniEdit editor that loads both edits exactly as the
 trainer's policy does."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -66,21 +67,15 @@ def test_the_cogniedit_editor_with_lora_and_focus_edits_like_the_trainer(run):
     cases = trainer.cases[:3]
     images = np.stack([render_source(c) for c in cases])
     instructions = [c.instruction for c in cases]
-    focus_on = []
-
-    def with_focus(editor, ids, mask):
-        focus_on.append(trainer.policy.focus_applied(mask[:, editor.prefix_len:]))
-        focus_on[-1].__enter__()
-        return {}
 
     def final_latent(edit, **kwargs):
         seen = []  # the x0 estimate of the last step is the edit's final latent (sigma 0)
         edit(images, instructions, seed=5, steps=4, shift=1.0, callback=lambda i, x, x0: seen.append(x0), **kwargs)
         return seen[-1]
 
-    want = final_latent(trainer.policy.editor.edit, focus=with_focus)
-    for context in focus_on:
-        context.__exit__(None, None, None)
+    with contextlib.ExitStack() as stack:  # the trainer policy's learned focus, on the editor's own text mask
+        want = final_latent(trainer.policy.editor.edit, focus=lambda editor, ids, mask: stack.enter_context(
+            trainer.policy.focus_applied(mask[:, editor.prefix_len:])) or {})
     editor = CogniEditEditor(load_editor(model), focus="learned", focus_weights=out / "focus.safetensors",
                              focus_strength=2.0, lora=out / "lora.safetensors")
     got = final_latent(editor.edit)
