@@ -25,10 +25,9 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from cogniedit.decompose import DecomposeSettings, TransformersVLMBackend, decompose, decompose_rules  # noqa: E402
-from cogniedit.decompose.backends.transformers_vlm import image_only_processor  # noqa: E402
+from cogniedit.decompose import DecomposeSettings, decompose, decompose_rules  # noqa: E402
 from cogniedit.decompose.prompt import build_messages  # noqa: E402
-from cogniedit.text.tokenizer import load_qwen25_tokenizer  # noqa: E402
+from tests.fixtures.tiny_models import tiny_qwen25_vl_backend  # noqa: E402
 
 INSTRUCTIONS = [json.loads(line)["instruction"] for line in
                 (REPO / "tests/core/data/instructions_60.jsonl").read_text().splitlines() if line.strip()]
@@ -47,28 +46,9 @@ def bench_rules(rounds: int = 50) -> None:
               f"(median of {rounds} rounds x {len(INSTRUCTIONS)} instructions)")
 
 
-def tiny_backend(max_pixels: int, generate_kwargs: dict) -> TransformersVLMBackend:
-    import transformers
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    text = dict(vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3], "rope_theta": 1e6})
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1])
-    torch.manual_seed(0)
-    config = transformers.Qwen2_5_VLConfig(text_config=dict(text, initializer_range=0.2),
-                                           vision_config=dict(vision, initializer_range=0.2), initializer_range=0.2)
-    model = transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
-    image_processor = Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2,
-                                               min_pixels=28 * 28, max_pixels=max_pixels)
-    processor = image_only_processor(transformers.Qwen2_5_VLProcessor, image_processor, load_qwen25_tokenizer())
-    return TransformersVLMBackend(model=model, processor=processor, model_id="tiny",
-                                  generate_kwargs=generate_kwargs)
-
-
 def bench_backend_overhead(new_tokens: int, repeats: int) -> None:
     # min_new_tokens pins the length so both sides generate exactly the same number of tokens.
-    backend = tiny_backend(max_pixels=224 * 224, generate_kwargs={"min_new_tokens": new_tokens})
+    backend = tiny_qwen25_vl_backend(max_pixels=224 * 224, generate_kwargs={"min_new_tokens": new_tokens}, model_id="tiny")
     image = np.random.default_rng(0).integers(0, 256, size=(384, 384, 3), dtype=np.uint8)
     instruction = "make the left cup red and add three birds on the right"
     settings = DecomposeSettings(max_new_tokens=new_tokens)

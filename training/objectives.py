@@ -118,6 +118,25 @@ def _reduce(per_sample, mask, normaliser):
     return (per_sample * mask).sum() / denominator
 
 
+def _prepare(rollouts: Rollouts, settings: ObjectiveSettings, ref_velocity_fn, mask):
+    """What both objectives start from: the KL check, the mask (default: all), trajectory indices, latent size
+    (for the per-element log-prob scale) and device."""
+    if settings.beta > 0 and ref_velocity_fn is None:
+        raise ValueError("objective.beta > 0 needs a reference velocity function (the base model, LoRA disabled)")
+    n = rollouts.num_trajectories
+    mask = torch.ones(n, dtype=torch.bool) if mask is None else mask
+    return mask, torch.arange(n), rollouts.latents[0, 0].numel(), rollouts.latents.device
+
+
+def _stats(ratio: torch.Tensor, clipped: torch.Tensor, kl: torch.Tensor, keep: torch.Tensor) -> dict:
+    """Ratio range, clip fraction and KL over the kept trajectories (last dim = trajectories)."""
+    if not keep.any():
+        return {"ratio_mean": 1.0, "ratio_min": 1.0, "ratio_max": 1.0, "clip_frac": 0.0, "kl": 0.0}
+    ratio, clipped, kl = ratio[..., keep], clipped[..., keep], kl[..., keep]
+    return {"ratio_mean": float(ratio.mean()), "ratio_min": float(ratio.min()), "ratio_max": float(ratio.max()),
+            "clip_frac": float(clipped.double().mean()), "kl": float(kl.mean())}
+
+
 def dense_grpo_loss(velocity_fn: VelocityFn, rollouts: Rollouts, advantages: torch.Tensor, starts: torch.Tensor,
                     window: int, settings: ObjectiveSettings, ref_velocity_fn: VelocityFn | None = None,
                     mask: torch.Tensor | None = None, normaliser: float | None = None,
@@ -127,12 +146,7 @@ def dense_grpo_loss(velocity_fn: VelocityFn, rollouts: Rollouts, advantages: tor
     starts = torch.as_tensor(starts, dtype=torch.long).reshape(n)
     if window < 1 or int(starts.min()) < 0 or int(starts.max()) + window > rollouts.num_steps:
         raise ValueError(f"window {window} from starts {starts.tolist()} leaves the {rollouts.num_steps}-step rollout")
-    if settings.beta > 0 and ref_velocity_fn is None:
-        raise ValueError("objective.beta > 0 needs a reference velocity function (the base model, LoRA disabled)")
-    mask = torch.ones(n, dtype=torch.bool) if mask is None else mask
-    idx = torch.arange(n)
-    elements = rollouts.latents[0, 0].numel()
-    device = rollouts.latents.device
+    mask, idx, elements, device = _prepare(rollouts, settings, ref_velocity_fn, mask)
     state = rollouts.latents[starts, idx].detach()
     psi = torch.zeros(n, dtype=torch.float64, device=device)
     kl_total = torch.zeros(n, dtype=torch.float64, device=device)
@@ -174,15 +188,7 @@ def dense_grpo_loss(velocity_fn: VelocityFn, rollouts: Rollouts, advantages: tor
     if backward:
         loss.backward()
         loss = loss.detach()
-    keep = mask.to(device)
-    stats = {
-        "ratio_mean": float(ratio[keep].mean()) if keep.any() else 1.0,
-        "ratio_min": float(ratio[keep].min()) if keep.any() else 1.0,
-        "ratio_max": float(ratio[keep].max()) if keep.any() else 1.0,
-        "clip_frac": float(clipped[keep].double().mean()) if keep.any() else 0.0,
-        "kl": float((kl_total.detach() / window)[keep].mean()) if keep.any() else 0.0,
-    }
-    return ObjectiveResult(loss, stats)
+    return ObjectiveResult(loss, _stats(ratio, clipped, kl_total.detach() / window, mask.to(device)))
 
 
 def sparse_grpo_loss(velocity_fn: VelocityFn, rollouts: Rollouts, advantages: torch.Tensor, steps: torch.Tensor,
@@ -197,12 +203,7 @@ def sparse_grpo_loss(velocity_fn: VelocityFn, rollouts: Rollouts, advantages: to
     k = steps.shape[1]
     if int(steps.min()) < 0 or int(steps.max()) >= rollouts.num_steps:
         raise ValueError(f"steps {steps.tolist()} out of range for a {rollouts.num_steps}-step rollout")
-    if settings.beta > 0 and ref_velocity_fn is None:
-        raise ValueError("objective.beta > 0 needs a reference velocity function (the base model, LoRA disabled)")
-    mask = torch.ones(n, dtype=torch.bool) if mask is None else mask
-    idx = torch.arange(n)
-    elements = rollouts.latents[0, 0].numel()
-    device = rollouts.latents.device
+    mask, idx, elements, device = _prepare(rollouts, settings, ref_velocity_fn, mask)
     keep = mask.to(device)
     adv = advantages.to(device=device, dtype=torch.float64)
     total = torch.zeros((), dtype=torch.float64, device=device)
@@ -230,15 +231,7 @@ def sparse_grpo_loss(velocity_fn: VelocityFn, rollouts: Rollouts, advantages: to
         ratios.append(ratio.detach())
         clips.append(clipped)
         kls.append(kl.detach())
-    ratio_all = torch.stack(ratios)[:, keep]
-    stats = {
-        "ratio_mean": float(ratio_all.mean()) if keep.any() else 1.0,
-        "ratio_min": float(ratio_all.min()) if keep.any() else 1.0,
-        "ratio_max": float(ratio_all.max()) if keep.any() else 1.0,
-        "clip_frac": float(torch.stack(clips)[:, keep].double().mean()) if keep.any() else 0.0,
-        "kl": float(torch.stack(kls)[:, keep].mean()) if keep.any() else 0.0,
-    }
-    return ObjectiveResult(total, stats)
+    return ObjectiveResult(total, _stats(torch.stack(ratios), torch.stack(clips), torch.stack(kls), keep))
 
 
 def draw_steps(name: str, num_trajectories: int, num_steps: int, window: int, generator: torch.Generator):

@@ -7,36 +7,17 @@ import pytest
 import torch
 
 from cogniedit.decompose import DecomposeSettings, DecompositionCache, TransformersVLMBackend, decompose
-from cogniedit.decompose.backends.transformers_vlm import image_only_processor
 from cogniedit.decompose.prompt import build_messages
-from cogniedit.text.tokenizer import load_qwen25_tokenizer
+from tests.fixtures.tiny_models import tiny_qwen25_vl_backend
 
 transformers = pytest.importorskip("transformers")
 IMAGE_PAD_ID = 151655
 SETTINGS = DecomposeSettings(max_new_tokens=12)
 
 
-def tiny_qwen25_vl():
-    text = dict(vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                num_key_value_heads=2, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3], "rope_theta": 1e6})
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1])
-    # Tied embeddings halve the saved file; a wider init keeps greedy decoding from collapsing to one token.
-    torch.manual_seed(0)
-    config = transformers.Qwen2_5_VLConfig(text_config=dict(text, initializer_range=0.2),
-                                           vision_config=dict(vision, initializer_range=0.2),
-                                           initializer_range=0.2, tie_word_embeddings=True)
-    return transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
-
-
 @pytest.fixture(scope="module")
 def backend():
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    image_processor = Qwen2VLImageProcessorPil(patch_size=14, merge_size=2, temporal_patch_size=2,
-                                               min_pixels=28 * 28, max_pixels=112 * 112)
-    processor = image_only_processor(transformers.Qwen2_5_VLProcessor, image_processor, load_qwen25_tokenizer())
-    return TransformersVLMBackend(model=tiny_qwen25_vl(), processor=processor, model_id="tiny-qwen2.5-vl")
+    return tiny_qwen25_vl_backend(max_pixels=112 * 112)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import io
-import json
 import os
 import shutil
 import signal
@@ -19,62 +18,23 @@ import sys
 import tempfile
 import time
 import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
+from comfy_client import ComfyClient
 
 REPO = Path(__file__).resolve().parents[3]
 SOURCE_IMAGE_SIZE = (96, 80)  # width, height: not a multiple of 32, so the sampler's crop path runs too
 
 
-class Server:
+class Server(ComfyClient):
+    """The suite's HTTP client (tests/host/comfy_client.py: run() raises PromptRejected / ExecutionFailed with every
+    node error) plus where the server's models and inputs live."""
+
     def __init__(self, url: str, models_dir: Path, input_dir: Path | None = None):
-        self.url, self.models_dir, self.input_dir = url.rstrip("/"), Path(models_dir), input_dir
+        super().__init__(url)
+        self.models_dir, self.input_dir = Path(models_dir), input_dir
         self.placeholders = False  # True: empty files named like the real models are listed (own server only)
-
-    def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=60) as response:
-            return json.load(response)
-
-    def post(self, path: str, data: bytes, content_type: str = "application/json"):
-        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": content_type})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as error:
-            return {"http_error": error.code, "body": json.loads(error.read() or b"{}")}
-
-    def object_info(self) -> dict:
-        return self.get("/object_info")
-
-    def upload_image(self, name: str, png: bytes) -> dict:
-        boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
-                "Content-Type: image/png\r\n\r\n").encode() + png + (
-            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n"
-            f"--{boundary}--\r\n").encode()
-        return self.post("/upload/image", body, f"multipart/form-data; boundary={boundary}")
-
-    def run(self, prompt: dict, timeout: float = 240.0) -> dict:
-        """POST /prompt and wait for its history entry; {"http_error", "body"} when validation refuses it."""
-        queued = self.post("/prompt", json.dumps({"prompt": prompt, "client_id": "cogniedit-tests"}).encode())
-        if "prompt_id" not in queued:
-            return queued
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            entry = self.get(f"/history/{queued['prompt_id']}").get(queued["prompt_id"])
-            if entry and entry["status"].get("status_str") in ("success", "error"):
-                return entry
-            time.sleep(0.25)
-        raise TimeoutError(f"prompt {queued['prompt_id']} did not finish in {timeout} s")
-
-    def view(self, ref: dict) -> bytes:
-        query = urllib.parse.urlencode({k: ref.get(k, "") for k in ("filename", "subfolder", "type")})
-        with urllib.request.urlopen(f"{self.url}/view?{query}", timeout=60) as response:
-            return response.read()
 
 
 def source_png() -> bytes:
