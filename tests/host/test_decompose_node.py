@@ -3,7 +3,6 @@ server on 127.0.0.1, and a tiny transformers Qwen2.5-VL folder."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from comfy_inprocess import bootstrap, pack_module, random_image
+
+from tests.fixtures.tiny_models import tiny_qwen25_vl_backend  # at import: ComfyUI's own tests/ shadows ours later
 
 pytestmark = pytest.mark.host
 
@@ -83,19 +84,9 @@ def test_openai_backend_reads_the_key_from_the_named_environment_variable(node, 
 
 
 def test_transformers_folder_with_a_tiny_random_model_falls_back_to_rules(node, tmp_path):
-    path = Path(__file__).resolve().parents[1] / "core" / "test_decompose_transformers.py"
-    spec = importlib.util.spec_from_file_location("decompose_tiny_vlm", path)
-    tiny = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tiny)
-    import transformers
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from cogniedit.decompose.backends.transformers_vlm import image_only_processor
-    from cogniedit.text.tokenizer import load_qwen25_tokenizer
-
-    tiny.tiny_qwen25_vl().save_pretrained(tmp_path)
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)
-    image_only_processor(transformers.Qwen2_5_VLProcessor, image_processor, load_qwen25_tokenizer()).save_pretrained(tmp_path)
+    tiny = tiny_qwen25_vl_backend(max_pixels=112 * 112)  # a random Qwen2.5-VL saved as a transformers folder
+    tiny.model.save_pretrained(tmp_path)
+    tiny.processor.save_pretrained(tmp_path)
     out = node.execute(image=random_image(48, 64), instruction="add three birds on the right",
                        backend="transformers_vlm", model=str(tmp_path), max_new_tokens=16)
     directives = out.result[0]
