@@ -32,7 +32,7 @@ from ..cogniedit.focus.bias import FocusSchedule, parse_blocks
 from ..cogniedit.focus.learned import LearnedFocus, count_blocks, text_hidden_size
 from ..cogniedit.focus.override import TXT_LEN_KEY, FocusProbe, make_attention_override
 from ..cogniedit.focus.spans import phrase_spans
-from ..cogniedit.focus.weights_file import FocusWeightsError, base_model_hash
+from ..cogniedit.focus.weights_file import FocusWeightsError, base_model_hash, check_focus_fit, learned_focus_from
 from ..cogniedit.text.tokenizer import load_qwen25_tokenizer
 from .common import FOCUS_PATCH_KEY
 from .focus_unet import apply_unet_focus, clip_spans, foreign_blocks, remove_unet_focus
@@ -147,34 +147,16 @@ def weights_parts(focus_weights) -> tuple[dict, dict]:
     raise ValueError(f"focus_weights must come from the CogniEdit Loader, got {type(focus_weights).__name__}")
 
 
-def _check_weights_fit(meta: dict, family: str, dit) -> None:
-    # PRIVATE HELPER, to be replaced by a core check (cogniedit.focus.weights_file) taking already-read metadata:
-    # load_focus_weights only checks when given a path, and FOCUS_WEIGHTS arrives already loaded.
-    file_family = meta.get("family", "?")
-    # the ShapeEdit editor's DiT is a (narrow) Qwen-Image-Edit transformer: its focus files fit that family
-    qwen_families = ("qwen_image", "qwen_image_edit", "shapeedit")
-    family_ok = file_family in qwen_families if family == "qwen_image" else file_family == "flux_kontext"
-    given_hash = base_model_hash(dit)
-    wrong = [name for name, ok in (("family", family_ok), ("base_hash", meta.get("base_hash") == given_hash)) if not ok]
-    if wrong:
-        raise FocusWeightsError(
-            f"the focus weights fit the model (family={file_family}, base_hash="
-            f"{meta.get('base_hash', '?')}, hidden_size={meta.get('hidden_size', '?')}) but were given a model with "
-            f"family={family}, base_hash={given_hash} (mismatch: {', '.join(wrong)}); load the focus weights "
-            "trained for this model")
+# the ShapeEdit editor's DiT is a (narrow) Qwen-Image-Edit transformer: its focus files fit that family
+FITTING_FAMILIES = {"qwen_image": ("qwen_image", "qwen_image_edit", "shapeedit"), "flux": ("flux_kontext",)}
 
 
 def learned_module(focus_weights, family: str, dit) -> tuple[LearnedFocus, Any]:
     """The checked LearnedFocus and the projection of its soft tokens into the DiT's text stream (or None)."""
     tensors, meta = weights_parts(focus_weights)
-    _check_weights_fit(meta, family, dit)
-    try:  # the construction of cogniedit.focus.weights_file.load_learned_focus, from tensors already read
-        blocks = [int(b) for b in str(meta["blocks"]).split(",") if b]
-        module = LearnedFocus(int(meta["hidden_size"]), blocks, xi=int(meta["xi"]), window=int(meta["window"]))
-        module.load_state_dict(tensors)
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise FocusWeightsError(f"the focus weights do not describe a LearnedFocus module ({exc}); re-export them "
-                                "with the CogniEdit trainer") from None
+    check_focus_fit(meta, "the focus weights", family, base_model_hash(dit),
+                    accepted_families=FITTING_FAMILIES.get(family, ()))
+    module = learned_focus_from(tensors, meta, "the focus weights")
     counts = count_blocks(dit)
     total = counts.get("double", 0) or counts.get("single", 0)  # the learned blocks index the main stack
     if max(module.block_indices) >= total:

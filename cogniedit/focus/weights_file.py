@@ -95,20 +95,46 @@ def read_focus_metadata(path) -> dict:
     return meta
 
 
+def check_focus_fit(meta: dict, what: str, family=None, base_hash=None, hidden_size=None,
+                    accepted_families=None) -> None:
+    """Refuse focus weights made for another base model. ``family`` / ``base_hash`` / ``hidden_size`` describe the
+    model they are given to (None: not checked); ``accepted_families``: the file families that fit that model
+    (default: ``family`` itself). ``what`` names the weights in the message."""
+    fits = {"family": family is None or meta.get("family") in (accepted_families or (str(family),)),
+            "base_hash": base_hash is None or meta.get("base_hash") == str(base_hash),
+            "hidden_size": hidden_size is None or meta.get("hidden_size") == str(hidden_size)}
+    wrong = [name for name, ok in fits.items() if not ok]
+    if wrong:
+        given = ", ".join(f"{name}={value}" for name, value in
+                          (("family", family), ("base_hash", base_hash), ("hidden_size", hidden_size))
+                          if value is not None)
+        raise FocusWeightsError(
+            f"{what} fit the model ({_describe(meta)}) but were given a model with {given} "
+            f"(mismatch: {', '.join(wrong)}); load the focus weights trained for this model"
+        )
+
+
+def learned_focus_from(tensors: dict, meta: dict, what: str):
+    """The ``LearnedFocus`` module a focus-weights file's tensors and metadata describe."""
+    from .learned import LearnedFocus
+
+    try:
+        blocks = [int(b) for b in str(meta["blocks"]).split(",") if b]
+        module = LearnedFocus(int(meta["hidden_size"]), blocks, xi=int(meta["xi"]), window=int(meta["window"]))
+        module.load_state_dict(tensors)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise FocusWeightsError(f"{what} do not describe a LearnedFocus module ({exc}); re-export them with the "
+                                "CogniEdit trainer") from None
+    return module
+
+
 def load_focus_weights(path, expect_family=None, expect_hash=None, expect_hidden=None):
     """Return ``(state_dict, meta)``; refuse a file made for another base model or a corrupt file."""
     from safetensors.torch import load_file
 
     path = Path(path)
     meta = read_focus_metadata(path)
-    given = {"family": expect_family, "base_hash": expect_hash, "hidden_size": expect_hidden}
-    wrong = [k for k, v in given.items() if v is not None and str(v) != meta.get(k)]
-    if wrong:
-        given_desc = ", ".join(f"{k}={v}" for k, v in given.items() if v is not None)
-        raise FocusWeightsError(
-            f"focus weights {path.name} fit the model ({_describe(meta)}) but were given a model with {given_desc} "
-            f"(mismatch: {', '.join(wrong)}); load the focus weights trained for this model"
-        )
+    check_focus_fit(meta, f"focus weights {path.name}", expect_family, expect_hash, expect_hidden)
     try:
         tensors = load_file(str(path))
     except Exception as exc:
@@ -118,13 +144,5 @@ def load_focus_weights(path, expect_family=None, expect_hash=None, expect_hidden
 
 def load_learned_focus(path, **expect):
     """Build a ``LearnedFocus`` from a weights file (checks as ``load_focus_weights``)."""
-    from .learned import LearnedFocus
-
     tensors, meta = load_focus_weights(path, **expect)
-    try:
-        blocks = [int(b) for b in meta["blocks"].split(",") if b]
-        module = LearnedFocus(int(meta["hidden_size"]), blocks, xi=int(meta["xi"]), window=int(meta["window"]))
-        module.load_state_dict(tensors)
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise FocusWeightsError(f"focus weights file {path} does not describe a LearnedFocus module ({exc})") from None
-    return module
+    return learned_focus_from(tensors, meta, f"the focus weights in {path}")
