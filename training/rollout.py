@@ -67,11 +67,9 @@ class ShapeEditPolicy:
         if self.focus is None or not enabled:
             yield
             return
-        from cogniedit.focus.spans import QWEN_SUFFIX_TOKENS
         from cogniedit.shapes.cogniedit_editor import learned_focus_hooks
 
-        lens = (text_mask.sum(1) - QWEN_SUFFIX_TOKENS).clamp(min=1)
-        handles = learned_focus_hooks(self.transformer, self.focus, self.focus_state, lens, detach=False)
+        handles = learned_focus_hooks(self.transformer, self.focus, self.focus_state, text_mask, detach=False)
         try:
             yield
         finally:

@@ -193,10 +193,14 @@ def restore_processors(transformer, original: dict) -> None:
     transformer.set_attn_processor(dict(original))  # set_attn_processor pops from the dict it is given
 
 
-def learned_focus_hooks(transformer, learned, state: FocusState, text_lens: torch.Tensor, detach: bool = True) -> list:
+def learned_focus_hooks(transformer, learned, state: FocusState, text_mask: torch.Tensor, detach: bool = True) -> list:
     """Pre-hooks on the learned blocks: rewrite the text stream with the soft tokens and hand the window weights to
-    the focus processors' bias (the attention forcing). ``text_lens``: instruction tokens per sample, counted from
-    the start of the text stream. ``detach=False`` keeps the bias differentiable (training). Returns the handles."""
+    the focus processors' bias (the attention forcing). ``text_mask``: the encoded text's mask (template head cut),
+    i.e. the instruction followed by the 5-token assistant suffix. ``detach=False`` keeps the bias differentiable
+    (training). Returns the handles."""
+    from ..focus.spans import QWEN_SUFFIX_TOKENS
+
+    text_lens = (text_mask.sum(1) - QWEN_SUFFIX_TOKENS).clamp(min=1)  # instruction tokens from the stream's start
     handles = []
     for index in learned.block_indices:
         def hook(module, args, kwargs, index=index):
@@ -363,11 +367,8 @@ class CogniEditEditor:
             if positions is not None:
                 self._check_layout(mask)
                 state.weights = focus_bias.focus_weights(positions, text_len)
-            else:  # learned: instruction tokens = encoded tokens minus the 5-token assistant suffix
-                from ..focus.spans import QWEN_SUFFIX_TOKENS
-
-                lens = mask[:, editor.prefix_len:].sum(1) - QWEN_SUFFIX_TOKENS
-                handles.extend(learned_focus_hooks(transformer, self.learned, state, lens.clamp(min=1)))
+            else:  # learned
+                handles.extend(learned_focus_hooks(transformer, self.learned, state, mask[:, editor.prefix_len:]))
             return {}
 
         def record_sigma(module, args, kwargs_):
