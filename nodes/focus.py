@@ -30,7 +30,7 @@ from comfy_api.latest import io
 from ..cogniedit.decompose.types import Decomposition
 from ..cogniedit.focus.bias import FocusSchedule, parse_blocks
 from ..cogniedit.focus.learned import LearnedFocus, count_blocks, text_hidden_size
-from ..cogniedit.focus.override import TXT_LEN_KEY, FocusProbe, make_attention_override
+from ..cogniedit.focus.override import TXT_LEN_KEY, FocusProbe, active_samples, make_attention_override
 from ..cogniedit.focus.spans import phrase_spans
 from ..cogniedit.focus.weights_file import FocusWeightsError, base_model_hash, check_focus_fit, learned_focus_from
 from ..cogniedit.text.tokenizer import load_qwen25_tokenizer
@@ -212,14 +212,6 @@ def record_text_length(executor, *args, **kwargs):
 record_text_length.cogniedit_focus = True
 
 
-def _active_rows(to: dict, batch: int, cond_only: bool) -> torch.Tensor:
-    chunks = to.get("cond_or_uncond") or []
-    if not cond_only or not chunks:
-        return torch.ones(batch, dtype=torch.bool)
-    per = max(batch // len(chunks), 1)
-    return torch.tensor([chunks[min(b // per, len(chunks) - 1)] == 0 for b in range(batch)])
-
-
 def learned_block_patch(plan: FocusPlan, prev_patch, probe: FocusProbe | None):
     """A ("dit", "double_block", i) replace: learned soft tokens into the text stream, attention bias onto the
     predicted window for this block only (an override in a copy of transformer_options: nothing to restore)."""
@@ -232,7 +224,7 @@ def learned_block_patch(plan: FocusPlan, prev_patch, probe: FocusProbe | None):
         if not plan.schedule.active(to.get("sigmas"), to.get("sample_sigmas")):
             return forward(args, extra)
         txt = args["txt"]
-        rows = _active_rows(to, txt.shape[0], plan.cond_only).to(txt.device)
+        rows = torch.tensor(active_samples(txt.shape[0], to.get("cond_or_uncond"), plan.cond_only), device=txt.device)
         if not bool(rows.any()):  # e.g. the uncond pass alone: exact
             return forward(args, extra)
         if txt.device not in devices:

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 
 from .bias import FocusSchedule, attention_mass, focus_weights, is_identity, key_bias, value_scale
-from .override import MODES, FocusProbe, _active_samples, _per_sample, _to_heads
+from .override import MODES, FocusProbe, active_samples, spans_for_batch, to_heads
 
 
 def make_cross_attention_patch(
@@ -62,8 +62,8 @@ def make_cross_attention_patch(
         cond_or_uncond = extra_options.get("cond_or_uncond")
         layout = (batch, n_keys, tuple(cond_or_uncond or ()), q.dtype, q.device)
         if layout not in cache:
-            samples = _per_sample(spans_per_sample, batch, len(cond_or_uncond or []) or 1)
-            active = _active_samples(batch, cond_or_uncond, cond_only)
+            samples = spans_for_batch(spans_per_sample, batch, len(cond_or_uncond or []) or 1)
+            active = active_samples(batch, cond_or_uncond, cond_only)
             bias = None if identity else key_bias(samples, n_keys, n_keys, strength, active=active, dtype=q.dtype,
                                                   device=q.device)
             ones = torch.ones(batch, n_keys, 1, dtype=v.dtype, device=v.device)  # value mode: the scale, once
@@ -74,7 +74,7 @@ def make_cross_attention_patch(
         if probe is not None:
             wide = torch.promote_types(q.dtype, torch.float32)
             weights = focus_weights(samples, n_keys, device=q.device) * torch.tensor(active, device=q.device)[:, None]
-            mass = attention_mass(_to_heads(q, heads, False), _to_heads(k, heads, False), weights, n_keys,
+            mass = attention_mass(to_heads(q, heads, False), to_heads(k, heads, False), weights, n_keys,
                                   (0, q.shape[1]), None if bias is None or mode != "bias" else bias.to(wide))
             probe.records.append({
                 "block_index": block_name, "block_type": "cross_attention",

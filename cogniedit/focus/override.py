@@ -45,14 +45,16 @@ class FocusProbe:
         return sum(vals) / len(vals) if vals else float("nan")
 
 
-def _active_samples(batch: int, cond_or_uncond, cond_only: bool) -> list[bool]:
+def active_samples(batch: int, cond_or_uncond, cond_only: bool) -> list[bool]:
+    """Per batch entry: focus it? With ``cond_only``, only entries of the cond chunks (``cond_or_uncond`` 0)."""
     if not cond_only or not cond_or_uncond:
         return [True] * batch
     per = max(batch // len(cond_or_uncond), 1)
     return [cond_or_uncond[min(b // per, len(cond_or_uncond) - 1)] == 0 for b in range(batch)]
 
 
-def _per_sample(spans_per_sample: Sequence, batch: int, n_chunks: int) -> list:
+def spans_for_batch(spans_per_sample: Sequence, batch: int, n_chunks: int) -> list:
+    """One span entry per batch entry, from one shared entry, one per prompt (repeated per chunk) or one each."""
     n = len(spans_per_sample)
     per = max(batch // max(n_chunks, 1), 1)
     if n == 1:
@@ -67,7 +69,8 @@ def _per_sample(spans_per_sample: Sequence, batch: int, n_chunks: int) -> list:
     )
 
 
-def _to_heads(t: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
+def to_heads(t: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
+    """``[B, L, H*D]`` -> ``[B, H, L, D]`` (already so when ``skip_reshape``)."""
     if skip_reshape:
         return t
     b, n, hd = t.shape
@@ -124,8 +127,8 @@ def make_attention_override(
         n_ref = sum(to.get("reference_image_num_tokens", []) or []) if exclude_reference else 0
         rows = (min(text_len, n_q), max(n_q - n_ref, text_len))
         cond_or_uncond = to.get("cond_or_uncond")
-        samples = _per_sample(spans_per_sample, batch, len(cond_or_uncond or []) or 1)
-        active = _active_samples(batch, cond_or_uncond, cond_only)
+        samples = spans_for_batch(spans_per_sample, batch, len(cond_or_uncond or []) or 1)
+        active = active_samples(batch, cond_or_uncond, cond_only)
         if not any(active) and probe is None:  # e.g. an uncond-only batch: exact unpatched call
             kwargs["mask"] = mask
             return call_next(func, args, kwargs)
@@ -135,7 +138,7 @@ def make_attention_override(
             w = focus_weights(samples, text_len, device=q.device) * torch.tensor(active, device=q.device)[:, None]
             extra = key_bias(samples, text_len, n_k, strength, active=active, dtype=torch.promote_types(q.dtype, torch.float32), device=q.device)
             probe_mask = base_mask if extra is None or mode != "bias" else combine_masks(extra, mask, torch.promote_types(q.dtype, torch.float32))
-            mass = attention_mass(_to_heads(q, heads, skip_reshape), _to_heads(k, heads, skip_reshape), w, text_len, rows, probe_mask)
+            mass = attention_mass(to_heads(q, heads, skip_reshape), to_heads(k, heads, skip_reshape), w, text_len, rows, probe_mask)
             probe.records.append({
                 "block_index": to.get("block_index"), "block_type": to.get("block_type"),
                 "sigma": None if to.get("sigmas") is None else float(torch.as_tensor(to["sigmas"]).reshape(-1)[0]),
