@@ -84,18 +84,20 @@ def selected_keys(model, blocks: str) -> list[tuple]:
     return [key for position, key in enumerate(keys) if block_active(position, spec, None, len(keys))]
 
 
+def _is_foreign(model, key) -> bool:
+    taken = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get(PATCH_NAME, {})
+    return key in taken and not getattr(taken[key], "cogniedit_focus", False)
+
+
 def foreign_blocks(model, blocks: str) -> list[tuple]:
     """Selected sites whose attn2 another node already replaced (the replace signature cannot chain)."""
-    taken = model.model_options.get("transformer_options", {}).get("patches_replace", {}).get(PATCH_NAME, {})
-    return [key for key in selected_keys(model, blocks)
-            if key in taken and not getattr(taken[key], "cogniedit_focus", False)]
+    return [key for key in selected_keys(model, blocks) if _is_foreign(model, key)]
 
 
 def apply_unet_focus(patched, plan, probe=None) -> None:
     """Install the cross-attention patch on the selected sites of a clone (ours removed first by the caller)."""
-    foreign = set(foreign_blocks(patched, plan.blocks))
     for key in selected_keys(patched, plan.blocks):
-        if key in foreign:
+        if _is_foreign(patched, key):
             continue
         patch = make_cross_attention_patch([plan.tokens.entry], plan.strength, host_attention, mode=plan.mode,
                                            schedule=plan.schedule, cond_only=plan.cond_only, probe=probe,
