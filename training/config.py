@@ -20,7 +20,8 @@ DEFAULTS: dict = {
     "model": {
         "kind": "shapeedit",           # shapeedit | diffusers | single_file
         "path": None,                  # shapeedit: weights file (None = shipped); diffusers: folder; single_file: .safetensors
-        "family": "shapeedit",         # recorded in the LoRA metadata (qwen_image_edit for real models)
+        "components": None,            # single_file: a Qwen-Image-Edit diffusers folder (vae/, text_encoder/, processor/)
+        "family": None,                # recorded in the LoRA metadata; None = shapeedit / qwen_image_edit by model.kind
         "dtype": "float32",            # weights dtype: float32 | bfloat16 | float16
         "device": "cpu",
         "transformer_config": {},      # single_file: QwenImageTransformer2DModel kwargs the weights cannot tell (axes_dims_rope)
@@ -30,6 +31,10 @@ DEFAULTS: dict = {
         "n_cases": 256,
         "seed": 0,
         "kinds": None,                 # restrict generated case kinds (list) or None for all
+        "records": None,               # real models: JSONL of {"image", "instruction", "mask"?} (training/image_records.py)
+        "resolution": 512,             # real models: records are centre-cropped and resized to this square size
+        "vlm_image_size": 384,         # real models: the source image the text encoder sees (384x384, as ComfyUI and the authors)
+        "cache_dir": None,             # real models: where the cached conditioning goes (None = <output_dir>/cache)
     },
     "rollout": {
         "steps": 12,                   # T denoising steps of the rollout
@@ -195,6 +200,21 @@ def validate(config: dict) -> None:
         (config["model"]["kind"] in ("shapeedit", "diffusers", "single_file"),
          "model.kind must be shapeedit, diffusers or single_file"),
     ]
+    real = config["model"]["kind"] != "shapeedit"
+    if real:
+        checks += [
+            (bool(config["data"]["records"]),
+             f"model.kind={config['model']['kind']} trains on your images: set data.records to a JSONL file of "
+             '{"image", "instruction", "mask"?} lines (docs/training.md)'),
+            (not config["rewards"].get("shapeedit", {}).get("enabled", False),
+             "rewards.shapeedit scores ShapeEdit cases only: set rewards.shapeedit.enabled=false and enable "
+             "rewards.preservation and/or rewards.vlm_http"),
+            (not config["focus"]["enabled"],
+             "focus.enabled: the learned focus is trained with the ShapeEdit editor only so far; set "
+             "focus.enabled=false for Qwen-Image-Edit runs"),
+        ]
+    if config["model"]["family"] is None:
+        config["model"]["family"] = "qwen_image_edit" if real else "shapeedit"
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

@@ -46,8 +46,16 @@ def warmup_cosine(total_steps: int, warmup_frac: float):
 
 
 def load_cases(data: dict):
+    """ShapeEdit cases (a JSONL file or generated), or, with ``data.records``, image edit records."""
     from cogniedit.shapes.cases import generate_cases, read_jsonl
 
+    if data.get("records"):
+        from .image_records import RecordError, read_records
+
+        try:
+            return read_records(data["records"], int(data["resolution"]))
+        except RecordError as exc:
+            raise ConfigError(str(exc)) from exc
     if data.get("cases"):
         cases = read_jsonl(data["cases"])
     else:
@@ -76,6 +84,7 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
             self.device = torch.device("cuda", torch.cuda.current_device())
+        self.cases = load_cases(config["data"])
         self.policy, self.base_hash = self._build_policy()
         lora_cfg = config["lora"]
         self.lora_layers = inject_lora(self.policy.transformer, int(lora_cfg["rank"]), float(lora_cfg["alpha"]),
@@ -100,7 +109,6 @@ class Trainer:
                                            weight_decay=float(o["weight_decay"]), eps=float(o["eps"]))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(int(train["steps"]), float(o["warmup_frac"])))
-        self.cases = load_cases(config["data"])
         self.rewards, self.reward_weights = build_rewards(config["rewards"])
         self.settings = ObjectiveSettings.from_config(config["objective"])
         self.step = 0
@@ -109,11 +117,9 @@ class Trainer:
     def _build_policy(self):
         from cogniedit.focus.weights_file import base_model_hash
 
-        m = self.config["model"]
+        m, bf16 = self.config["model"], bool(self.config["train"]["bf16"])
         if m["kind"] != "shapeedit":
-            raise ConfigError(f"model.kind={m['kind']}: loading works (training.models.load_transformer) but the "
-                              "trainer's data pipeline (cached Qwen2.5-VL text embeddings and VAE latents for real "
-                              "images) is not implemented yet; use model.kind=shapeedit")
+            return self._build_qwen_edit_policy(m, bf16)
         from cogniedit.shapes.editor import load_editor
 
         editor = load_editor(m["path"], device=str(self.device) if self.device.type != "cuda" else "cpu")
@@ -121,7 +127,31 @@ class Trainer:
         editor.eval()  # no dropout; the policy's randomness is the SDE noise only
         for p in editor.parameters():
             p.requires_grad_(False)
-        return ShapeEditPolicy(editor, bf16=bool(self.config["train"]["bf16"])), base_model_hash(editor.transformer)
+        return ShapeEditPolicy(editor, bf16=bf16), base_model_hash(editor.transformer)
+
+    def _build_qwen_edit_policy(self, m: dict, bf16: bool):
+        """Qwen-Image-Edit from a diffusers folder or a single file: conditioning cached, then the text encoder
+        dropped (training.qwen_edit)."""
+        from cogniedit.focus.weights_file import base_model_hash
+
+        from .models import ModelLoadError
+        from .qwen_edit import QwenEditPolicy, load_qwen_edit
+
+        try:
+            transformer, vae, text_encoder, processor, folder = load_qwen_edit(m)
+        except ModelLoadError as exc:
+            raise ConfigError(str(exc)) from exc
+        base_hash = base_model_hash(transformer)  # before the LoRA goes in
+        for module in (transformer, vae, text_encoder):
+            module.to(self.device)
+        transformer.eval()
+        data = self.config["data"]
+        policy = QwenEditPolicy(transformer, vae, text_encoder, processor, folder, int(data["resolution"]), bf16=bf16,
+                                vlm_image_size=int(data["vlm_image_size"]))
+        del text_encoder
+        cache = data["cache_dir"]
+        policy.precompute(self.cases, Path(cache) if cache else self.out / "cache")
+        return policy, base_hash
 
     def _build_focus(self, focus_cfg: dict, seed: int):
         """The learned Token Focus module (predictor + soft tokens) trained with the LoRA, or None."""
@@ -288,11 +318,20 @@ class Trainer:
         return metrics
 
     def save_samples(self, step: int) -> Path:
+        """A PNG sheet of the first ``log.sample_cases`` cases edited by the current policy (seed 0, ODE)."""
+        n = int(self.config["log"]["sample_cases"])
+        cases = self.cases[:n]
+        path = self.out / "samples" / f"step-{step:06d}.png"
+        if isinstance(self.policy, ShapeEditPolicy):
+            self._save_shapeedit_samples(path, cases)
+        else:
+            self._save_record_samples(path, cases)
+        return path
+
+    def _save_shapeedit_samples(self, path: Path, cases) -> None:
         from cogniedit.shapes.evaluate import save_grid
         from cogniedit.shapes.scorer import score_edit
 
-        n = int(self.config["log"]["sample_cases"])
-        cases = self.cases[:n]
         r = self.config["rollout"]
         images = np.stack([render_source(c) for c in cases])
         with contextlib.ExitStack() as stack:
@@ -302,10 +341,24 @@ class Trainer:
 
             out = self.policy.editor.edit(images, [c.instruction for c in cases], seed=0, steps=int(r["steps"]),
                                           shift=float(r["shift"]), focus=with_focus)
-        path = self.out / "samples" / f"step-{step:06d}.png"
         if self.rank == 0:
-            save_grid(path, cases, out, [score_edit(o, c) for o, c in zip(out, cases)], rows=n)
-        return path
+            save_grid(path, cases, out, [score_edit(o, c) for o, c in zip(out, cases)], rows=len(cases))
+
+    def _save_record_samples(self, path: Path, cases) -> None:
+        from cogniedit.image_grid import BLACK, save_image_grid
+        from cogniedit.sampling import flow_sigmas, initial_noise, sample_trajectory
+
+        r = self.config["rollout"]
+        cond = self.policy.encode_cases(cases)
+        cond = type(cond)(cond.text.to(self.device), cond.mask.to(self.device), cond.ref.to(self.device))
+        x = torch.stack([initial_noise(self.policy.latent_shape(1)[1:], i) for i in range(len(cases))])
+        with torch.no_grad():
+            traj = sample_trajectory(self.policy.velocity_fn(cond), x.to(self.device),
+                                     flow_sigmas(int(r["steps"]), float(r["shift"])), eta=0.0)
+        out = self.policy.decode(traj.final)
+        if self.rank == 0:
+            rows = [((c.source_image, o), c.instruction, BLACK) for c, o in zip(cases, out)]
+            save_image_grid(path, ("source", "edited"), rows, max(96, out.shape[1]))
 
     # ------------------------------------------------------------------------------------------- loop
     def train(self, resume: str | None = None) -> dict:

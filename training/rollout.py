@@ -39,15 +39,57 @@ class Conditioning:
         return Conditioning(self.text[index], self.mask[index], self.ref[index])
 
 
-class ShapeEditPolicy:
+class CachedConditioningPolicy:
+    """What the trainer calls on a policy: per-case conditioning cached in ``_cache`` as (text [L, D], mask [L],
+    source tokens [T, C]) rows, a velocity on it (``velocity``: subclasses), optional learned focus."""
+
+    focus = None  # a LearnedFocus when the policy trains one
+
+    def __init__(self, bf16: bool = False):
+        self.bf16 = bf16
+        self._cache: dict[str, tuple] = {}
+
+    @staticmethod
+    def collate(rows) -> Conditioning:
+        """Cached rows -> one batch, the text padded to the longest case with mask 0."""
+        length = max(r[0].shape[0] for r in rows)
+        text = torch.zeros(len(rows), length, rows[0][0].shape[-1], dtype=rows[0][0].dtype)
+        mask = torch.zeros(len(rows), length, dtype=rows[0][1].dtype)
+        for i, (emb, m, _) in enumerate(rows):
+            text[i, :emb.shape[0]], mask[i, :m.shape[0]] = emb, m
+        return Conditioning(text, mask, torch.stack([r[2] for r in rows]))
+
+    def focus_applied(self, text_mask: torch.Tensor, enabled: bool = True):
+        return contextlib.nullcontext()
+
+    def velocity(self, x, sigma, cond: Conditioning) -> torch.Tensor:
+        raise NotImplementedError
+
+    def velocity_fn(self, cond: Conditioning, focus: bool = True):
+        def fn(x, sigma):
+            autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+            with autocast, self.focus_applied(cond.mask, focus):
+                v = self.velocity(x, sigma, cond)
+            return v.to(x.dtype)
+        return fn
+
+    def reference_velocity_fn(self, cond: Conditioning):
+        """The frozen base: LoRA disabled and no learned focus."""
+        policy_fn = self.velocity_fn(cond, focus=False)
+
+        def fn(x, sigma):
+            with lora_disabled(self.transformer):
+                return policy_fn(x, sigma)
+        return fn
+
+
+class ShapeEditPolicy(CachedConditioningPolicy):
     """Velocity of the ShapeEdit editor (LoRA inside ``editor.transformer``, optionally learned Token Focus) on
     cached conditioning."""
 
     def __init__(self, editor, bf16: bool = False):
+        super().__init__(bf16)
         self.editor = editor
-        self.bf16 = bf16
-        self._cache: dict[str, tuple] = {}
-        self.focus = None  # a LearnedFocus once enable_learned_focus is called
         self.focus_state = None
 
     def enable_learned_focus(self, module, strength: float) -> None:
@@ -92,29 +134,10 @@ class ShapeEditPolicy:
                     ref = self.editor.image_to_latent(render_scene(case.source, case.world)[None])
                 self._cache[case.case_id] = (emb[0], mask[0], ref[0])
             rows.append(self._cache[case.case_id])
-        length = max(r[0].shape[0] for r in rows)
-        text = torch.zeros(len(rows), length, rows[0][0].shape[-1], dtype=rows[0][0].dtype)
-        mask = torch.zeros(len(rows), length, dtype=rows[0][1].dtype)
-        for i, (emb, m, _) in enumerate(rows):
-            text[i, :emb.shape[0]], mask[i, :m.shape[0]] = emb, m
-        return Conditioning(text, mask, torch.stack([r[2] for r in rows]))
+        return self.collate(rows)
 
-    def velocity_fn(self, cond: Conditioning, focus: bool = True):
-        def fn(x, sigma):
-            autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-            with autocast, self.focus_applied(cond.mask, focus):
-                v = self.editor.velocity(x, sigma, (cond.text, cond.mask), cond.ref)
-            return v.to(x.dtype)
-        return fn
-
-    def reference_velocity_fn(self, cond: Conditioning):
-        """The frozen base: LoRA disabled and no learned focus."""
-        policy_fn = self.velocity_fn(cond, focus=False)
-
-        def fn(x, sigma):
-            with lora_disabled(self.editor.transformer):
-                return policy_fn(x, sigma)
-        return fn
+    def velocity(self, x, sigma, cond: Conditioning) -> torch.Tensor:
+        return self.editor.velocity(x, sigma, (cond.text, cond.mask), cond.ref)
 
     def latent_shape(self, n: int) -> tuple:
         from cogniedit.shapes.editor.latent import GRID, TOKEN_CHANNELS

@@ -21,6 +21,7 @@ import sys
 import numpy as np
 
 from ..atomic_io import atomic_write
+from ..image_grid import save_image_grid
 from .cases import KINDS, generate_cases, read_jsonl, write_jsonl
 from .editors import IdentityEditor, OracleEditor
 from .render import render_scene
@@ -139,32 +140,15 @@ def format_table(metrics: dict) -> str:
 
 def save_grid(path, cases, outputs, scores, rows: int = 16, scale: int = 3) -> None:
     """PNG grid, one case a row: source | edited | target, caption = instruction and verdict (atomic write)."""
-    from PIL import Image, ImageDraw, ImageFont
-
     rows = min(rows, len(cases))
     if rows == 0:
         raise ValueError("no cases to draw")
-    size = cases[0].world.image_size * scale
-    pad, caption = 4, 14
-    font = ImageFont.load_default()
-    width = 3 * size + 4 * pad
-    header = caption + pad
-    canvas = Image.new("RGB", (width, header + rows * (size + caption + 2 * pad)), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for i, title in enumerate(("source", "edited", "target")):
-        draw.text((pad + i * (size + pad), 2), title, fill=(0, 0, 0), font=font)
-    for r in range(rows):
-        case, y = cases[r], header + r * (size + caption + 2 * pad)
-        tiles = (render_scene(case.source, case.world), outputs[r], render_scene(case.target, case.world))
-        for i, img in enumerate(tiles):
-            tile = Image.fromarray(np.asarray(img, np.uint8)).resize((size, size), Image.NEAREST)
-            canvas.paste(tile, (pad + i * (size + pad), y))
-        verdict = "OK " if scores[r].success else "X  "
-        text = verdict + case.instruction
-        while len(text) > 3 and draw.textlength(text, font=font) > width - 2 * pad:
-            text = text[:-4] + "..."
-        draw.text((pad, y + size + 2), text, fill=(0, 120, 0) if scores[r].success else (180, 0, 0), font=font)
-    atomic_write(path, lambda f: canvas.save(f, format="PNG"), binary=True)
+    lines = []
+    for case, out, score in zip(cases[:rows], outputs, scores):
+        tiles = (render_scene(case.source, case.world), out, render_scene(case.target, case.world))
+        colour = (0, 120, 0) if score.success else (180, 0, 0)
+        lines.append((tiles, ("OK " if score.success else "X  ") + case.instruction, colour))
+    save_image_grid(path, ("source", "edited", "target"), lines, cases[0].world.image_size * scale)
 
 
 def _json_safe(value):

@@ -39,6 +39,16 @@ def test_shipped_configs_load(name):
     assert config["objective"]["name"] in ("dense", "sparse")
 
 
+def test_shipped_qwen_image_edit_config_needs_only_the_users_paths():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "training" / "configs" / "qwen_image_edit_dense.yaml"
+    with pytest.raises(ConfigError, match="set data.records"):
+        load_config(path)
+    config = load_config(path, ["data.records=my_edits.jsonl"])
+    assert config["model"]["family"] == "qwen_image_edit" and config["objective"]["window"] == 5
+
+
 def test_numbers_without_a_dot_are_numbers(tmp_path):
     """YAML 1.1 reads 5e-4 as a string; the config reads it as the number it means (file and flag alike)."""
     path = tmp_path / "c.yaml"

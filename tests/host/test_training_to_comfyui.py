@@ -12,6 +12,9 @@ import pytest
 import torch
 
 from comfy_inprocess import comfy_model_of_shapeedit_editor, pack_module
+# imported before ComfyUI's own tests/ package can shadow ours
+from tests.fixtures.edit_records import write_edit_records
+from tests.fixtures.tiny_models import tiny_qwen_image_edit_folder
 
 pytestmark = pytest.mark.host
 
@@ -122,3 +125,59 @@ def test_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers(comfy, tr
         lora_only = comfy_dit_output(comfy, model, x, s, text, ref, GRID)
         assert (got - lora_only).abs().max() > 1e-4  # and the focus file is part of it
 
+
+
+# ------------------------------------------------------------------------------------------------ Qwen-Image-Edit
+@pytest.fixture(scope="module")
+def trained_qwen_edit(comfy, tmp_path_factory):
+    """(trainer resumed at the end of a short single-file Qwen-Image-Edit run on image records, its output folder,
+    the DiT file). The tiny DiT has the host tier's QWEN_CONFIG shape."""
+    from training.config import load_config
+    from training.grpo import Trainer, main
+
+    components = tiny_qwen_image_edit_folder()
+    folder = tmp_path_factory.mktemp("qwen-edit-run")
+    records = write_edit_records(folder)
+    out = folder / "out"
+    args = ["model.kind=single_file", f"model.path={components / 'transformer.safetensors'}",
+            f"model.components={components}", "model.transformer_config.axes_dims_rope=[8,12,12]",
+            f"data.records={records}", "data.resolution=32", "rewards.shapeedit.enabled=false",
+            "rewards.preservation.enabled=true", "rewards.preservation.weights.ssim=1.0", f"output_dir={out}",
+            "train.steps=2", "checkpoint.every=2", "rollout.steps=4", "objective.window=2", "rollout.group_size=2",
+            "rollout.cases_per_step=2", "optim.lr=3e-2", "train.num_threads=1", "log.progress=false",
+            "advantages.min_group_std=0", "lora.targets=[to_q,to_k,to_v,to_out.0,add_k_proj,img_mlp.net.2]"]
+    assert main([x for a in args for x in ("--set", a)]) == 0
+    trainer = Trainer(load_config(None, args))
+    trainer.resume("latest")
+    return trainer, out, components / "transformer.safetensors"
+
+
+def test_qwen_edit_lora_changes_comfyuis_output_exactly_as_the_trainers(comfy, trained_qwen_edit):
+    from safetensors.torch import load_file
+
+    from comfy_inprocess import tiny_qwen_image
+    from training.lora import lora_disabled
+    from training.models import strip_prefixes
+
+    trainer, out, dit_file = trained_qwen_edit
+    comfy.folder_paths.add_model_folder_path("loras", str(out))
+    try:
+        loader = pack_module("nodes.loader")
+        base = tiny_qwen_image(comfy, state=strip_prefixes(load_file(str(dit_file))))
+        model, _, report = loader.CogniEditLoader.execute(base, "lora.safetensors", 1.0).args
+    finally:
+        comfy.folder_paths.folder_names_and_paths["loras"][0].remove(str(out))
+    assert "0 not loaded" in report and "note:" not in report  # keys all consumed, trained on this very base
+    policy = trainer.policy
+    cond = policy.encode_cases(trainer.cases[:1])  # the cached Qwen2.5-VL embeddings and source latent tokens
+    x = torch.randn(policy.latent_shape(1), generator=torch.Generator().manual_seed(5))
+    for sigma in (0.8, 0.3):
+        s = torch.tensor([sigma])
+        unpatched = comfy_dit_output(comfy, base, x, s, cond.text, cond.ref, policy.grid)
+        with torch.no_grad():
+            with lora_disabled(policy.transformer):
+                assert torch.allclose(unpatched, policy.velocity_fn(cond)(x, s), atol=1e-5)
+            want = policy.velocity_fn(cond)(x, s)
+        got = comfy_dit_output(comfy, model, x, s, cond.text, cond.ref, policy.grid)
+        assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
+        assert (got - unpatched).abs().max() > 1e-4  # the LoRA really changes the model

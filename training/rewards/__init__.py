@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from .base import Reward, source_image
-from .shapeedit import PreservationReward, ShapeEditReward
+from .preservation import PreservationReward
+from .shapeedit import ShapeEditReward
 from .vlm_http import RewardServerError, VLMHTTPReward
 
 PLUGINS = ("shapeedit", "preservation", "vlm_http")

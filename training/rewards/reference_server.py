@@ -1,6 +1,6 @@
 """A local reference reward server that speaks the vlm_http contract, for tests and dry runs.
 
-It is deterministic: with a ShapeEdit ``case`` in the item it judges with the exact scorer
+It is deterministic: with a ShapeEdit ``case`` in the item (image records send their own ``case``) it judges with the exact scorer
 (``alignment`` = 1 + 4 x fraction of requested changes right, ``consistency`` = 1 + 4 x SSIM outside the edit,
 ``style`` = 1 + 4 x fraction of pixels equal to a palette/background colour); without one it scores
 ``consistency`` by pixel agreement with the source and the rest as 3. ``fail_first`` answers the first n
@@ -25,7 +25,7 @@ from .vlm_http import decode_png_base64
 def judge(item: dict) -> dict:
     edited = decode_png_base64(item["image"])
     source = decode_png_base64(item["source_image"])
-    if item.get("case"):
+    if isinstance(item.get("case"), dict) and "source" in item["case"]:  # a ShapeEdit case (image records differ)
         from cogniedit.shapes.cases import EditCase
         from cogniedit.shapes.scorer import score_edit
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from cogniedit.shapes.scorer import PSNR_CAP, preservation, reward, score_edit
+from cogniedit.shapes.scorer import reward, score_edit
 
 from .base import check_batch
 
@@ -30,21 +28,3 @@ class ShapeEditReward:
                          float(s.preserved)))
         values = torch.tensor(rows, dtype=torch.float64).reshape(-1, 4)
         return {d: values[:, i] for i, d in enumerate(self.dimensions)}
-
-
-class PreservationReward:
-    """SSIM and PSNR against the source outside the cells the edit may change (the scorer's ``preservation``).
-    ``psnr`` is scaled to [0, 1] as ``min(psnr, cap) / cap`` (cap = the scorer's PSNR_CAP); a case that
-    touches every cell (no pixel to compare) scores 1."""
-
-    name = "preservation"
-    dimensions = ("ssim", "psnr")
-
-    def __call__(self, edited_images, cases):
-        images = check_batch(edited_images, cases)
-        rows = []
-        for img, case in zip(images, cases):
-            p, s = preservation(img, case)
-            rows.append((1.0 if math.isnan(s) else s, 1.0 if math.isnan(p) else min(p, PSNR_CAP) / PSNR_CAP))
-        values = torch.tensor(rows, dtype=torch.float64).reshape(-1, 2)
-        return {"ssim": values[:, 0], "psnr": values[:, 1]}

@@ -1,0 +1,266 @@
+"""The trainer on a real architecture: Qwen-Image-Edit (tiny random diffusers/transformers models, real tokenizer)
+trained on image edit records, from a diffusers folder and from a single-file DiT beside its components."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.fixtures.edit_records import write_edit_records
+from tests.fixtures.tiny_models import tiny_qwen_image_edit_folder
+from training.config import ConfigError, load_config
+from training.grpo import Trainer, main
+from training.image_records import RecordError, read_records
+from training.lora import read_lora_file
+from training.rewards import PreservationReward
+
+REPO = Path(__file__).resolve().parents[2]
+RES = 32
+ROPE = "model.transformer_config.axes_dims_rope=[8,12,12]"  # a narrow DiT's file cannot tell its rope axes
+
+
+@pytest.fixture(scope="module")
+def components():
+    return tiny_qwen_image_edit_folder()
+
+
+@pytest.fixture(scope="module")
+def records_file(tmp_path_factory):
+    """Four 40x48 photos (cropped to squares) with masks over their top halves."""
+    return write_edit_records(tmp_path_factory.mktemp("records"))
+
+
+def run_args(model_args, records, out, steps=2):
+    return [*model_args, f"data.records={records}", f"data.resolution={RES}", "rewards.shapeedit.enabled=false",
+            "rewards.preservation.enabled=true", "rewards.preservation.weights.ssim=1.0",
+            "rewards.preservation.weights.psnr=0.5", f"output_dir={out}", f"train.steps={steps}",
+            "checkpoint.every=2", "rollout.steps=4", "objective.window=2", "rollout.group_size=2",
+            "rollout.cases_per_step=2", "optim.lr=3e-2", "train.num_threads=1", "log.progress=false",
+            "advantages.min_group_std=0"]
+
+
+def flags(args):
+    return [x for a in args for x in ("--set", a)]
+
+
+# ------------------------------------------------------------------------------------------------ records
+def test_records_are_cropped_resized_and_masked(records_file):
+    records = read_records(records_file, RES)
+    assert [r.case_id for r in records] == ["r0", "r1", "r2", "r3"]
+    r = records[0]
+    assert r.source_image.shape == (RES, RES, 3) and r.source_image.dtype == np.uint8
+    # the 40x48 mask (top 20 rows white) centre-cropped to 40x40: still the top half
+    assert r.edit_mask.shape == (RES, RES) and r.edit_mask[: RES // 2 - 1].all() and not r.edit_mask[RES // 2 + 1:].any()
+    assert r.to_dict() == {"id": "r0", "instruction": "make cup 0 red", "image": "img0.png", "has_mask": True}
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "not JSON"),
+    ('{"image": "img0.png"}', '"instruction"'),
+    ('{"image": "missing.png", "instruction": "x"}', "not found"),
+    ('{"image": "edits.jsonl", "instruction": "x"}', "not a readable image"),
+])
+def test_bad_record_lines_name_the_line_and_the_fix(records_file, tmp_path, line, message):
+    bad = records_file.parent / f"bad-{abs(hash(line))}.jsonl"
+    bad.write_text(line + "\n")
+    with pytest.raises(RecordError, match=message) as info:
+        read_records(bad, RES)
+    assert f"{bad}:1" in str(info.value)
+
+
+def test_duplicate_ids_and_bad_resolutions_are_refused(records_file):
+    dup = records_file.parent / "dup.jsonl"
+    dup.write_text('{"id": "a", "image": "img0.png", "instruction": "x"}\n' * 2)
+    with pytest.raises(RecordError, match="appears twice"):
+        read_records(dup, RES)
+    with pytest.raises(RecordError, match="multiple of 16"):
+        read_records(records_file, 40)
+
+
+def test_preservation_of_records_ignores_the_masked_region(records_file):
+    record = read_records(records_file, RES)[0]
+    reward = PreservationReward()
+    same = record.source_image.copy()
+    inside = same.copy()
+    inside[: RES // 2] = 255 - inside[: RES // 2]  # changed only where the edit may change pixels
+    outside = same.copy()
+    outside[RES // 2 + 4:] = 0
+    got = reward(np.stack([same, inside, outside]), [record] * 3)
+    assert got["ssim"][0] == pytest.approx(1.0) and got["psnr"][0] == 1.0
+    assert got["ssim"][1] == pytest.approx(1.0) and got["psnr"][1] == 1.0
+    assert got["ssim"][2] < 0.5 and got["psnr"][2] < 0.3
+
+
+# ------------------------------------------------------------------------------------------------ policy
+@pytest.fixture(scope="module")
+def policy(components, records_file, tmp_path_factory):
+    from training.qwen_edit import QwenEditPolicy, load_qwen_edit
+
+    transformer, vae, text_encoder, processor, folder = load_qwen_edit({"kind": "diffusers", "path": str(components)})
+    return QwenEditPolicy(transformer, vae, text_encoder, processor, folder, RES), text_encoder
+
+
+def test_tokens_and_decoding_equal_diffusers_pipeline(policy, records_file):
+    """The policy's packing / normalisation are the pipeline's own (its VAE encode, pack, unpack, decode)."""
+    policy, _ = policy
+    pipe = policy.pipeline
+    record = read_records(records_file, RES)[0]
+    pixels = torch.tensor(record.source_image).float().permute(2, 0, 1)[None, :, None] / 127.5 - 1
+    with torch.no_grad():
+        latents = pipe._encode_vae_image(pixels, generator=None)
+        grid = RES // pipe.vae_scale_factor
+        want = pipe._pack_latents(latents, 1, latents.shape[1], grid, grid)
+    tokens = policy.image_to_tokens(record.source_image)
+    assert tokens.shape == policy.latent_shape(1) == (1, (grid // 2) ** 2, 4 * latents.shape[1])
+    assert torch.allclose(tokens, want, atol=1e-6)
+    with torch.no_grad():
+        unpacked = pipe._unpack_latents(tokens, RES, RES, pipe.vae_scale_factor)
+        z_dim = pipe.vae.config.z_dim
+        mean = torch.tensor(pipe.vae.config.latents_mean).view(1, z_dim, 1, 1, 1)
+        std = torch.tensor(pipe.vae.config.latents_std).view(1, z_dim, 1, 1, 1)
+        decoded = pipe.vae.decode(unpacked * std + mean, return_dict=False)[0][:, :, 0]
+        want_img = pipe.image_processor.postprocess(decoded, output_type="np")
+    got = policy.decode(tokens)
+    assert got.shape == (1, RES, RES, 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - np.round(want_img * 255).astype(int)).max() <= 1
+
+
+def test_velocity_is_the_pipelines_transformer_call(policy, records_file):
+    policy, _ = policy
+    record = read_records(records_file, RES)[1]
+    row = policy.encode_record(record)
+    cond = policy.collate([row])
+    vlm_image = Image.fromarray(record.source_image).resize((384, 384), Image.BICUBIC)  # 384x384, as ComfyUI
+    embeds, mask = policy.pipeline.encode_prompt(record.instruction, image=vlm_image)
+    assert torch.equal(cond.text[0], embeds[0]) and (mask is None or torch.equal(cond.mask[0], mask[0]))
+    x = torch.randn(policy.latent_shape(1), generator=torch.Generator().manual_seed(0))
+    grid = policy.grid
+    with torch.no_grad():
+        want = policy.transformer(hidden_states=torch.cat([x, cond.ref], 1), timestep=torch.tensor([0.7]),
+                                  encoder_hidden_states=embeds, encoder_hidden_states_mask=mask,
+                                  img_shapes=[[(1, grid, grid), (1, grid, grid)]], return_dict=False)[0][:, :x.shape[1]]
+        got = policy.velocity_fn(cond)(x, torch.tensor([0.7]))
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_conditioning_cache_is_keyed_by_records_and_drops_the_text_encoder(components, records_file, tmp_path):
+    from training.qwen_edit import QwenEditPolicy, load_qwen_edit
+
+    records = read_records(records_file, RES)
+
+    def fresh():
+        transformer, vae, text_encoder, processor, folder = load_qwen_edit({"kind": "diffusers",
+                                                                            "path": str(components)})
+        return QwenEditPolicy(transformer, vae, text_encoder, processor, folder, RES)
+
+    first = fresh()
+    first.precompute(records, tmp_path)
+    assert first.pipeline.text_encoder is None
+    files = list(tmp_path.glob("conditioning-*.safetensors"))
+    assert len(files) == 1
+
+    second = fresh()
+    calls = []
+    second.encode_record = lambda r: calls.append(r)  # must not be needed: the cache file answers
+    second.precompute(records, tmp_path)
+    assert calls == []
+    for r in records:
+        assert all(torch.equal(a, b) for a, b in zip(first._cache[r.case_id], second._cache[r.case_id]))
+
+    changed = [type(records[0])(records[0].case_id, "make it blue", *(records[0].source_image, records[0].edit_mask,
+                                                                       records[0].image_path))] + records[1:]
+    assert second.cache_key(changed) != second.cache_key(records)
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+@pytest.mark.parametrize("layout", ["diffusers", "single_file"])
+def test_short_run_writes_a_lora_that_changes_the_policy(components, records_file, tmp_path, layout):
+    model = (["model.kind=diffusers", f"model.path={components}"] if layout == "diffusers" else
+             ["model.kind=single_file", f"model.path={components / 'transformer.safetensors'}",
+              f"model.components={components}", ROPE])
+    out = tmp_path / "out"
+    args = run_args(model, records_file, out) + ["log.sample_every=2", "log.sample_cases=2"]
+    assert main(flags(args)) == 0
+    lora, meta = read_lora_file(out / "lora.safetensors")
+    assert meta["base_model_family"] == "qwen_image_edit"
+    assert any(v.abs().sum() > 0 for k, v in lora.items() if k.endswith("lora_B.weight"))
+    assert (out / "samples" / "step-000002.png").is_file()
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2] and all(0 < m["r/preservation.ssim"] <= 1 for m in metrics)
+
+    trainer = Trainer(load_config(None, args))
+    trainer.resume("latest")
+    policy = trainer.policy
+    cond = policy.encode_cases(trainer.cases[:1])
+    x = torch.randn(policy.latent_shape(1), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        trained = policy.velocity_fn(cond)(x, torch.tensor([0.6]))
+        base = policy.reference_velocity_fn(cond)(x, torch.tensor([0.6]))
+    assert (trained - base).abs().max() > 1e-6
+
+
+def test_vlm_judge_scores_record_edits_over_http(components, records_file, tmp_path):
+    """Image records travel through the vlm_http contract (edited + source PNGs, the record as ``case``)."""
+    from training.rewards.reference_server import ReferenceRewardServer
+
+    out = tmp_path / "out"
+    with ReferenceRewardServer() as server:
+        args = run_args(["model.kind=diffusers", f"model.path={components}"], records_file, out, steps=1) + [
+            "rewards.vlm_http.enabled=true", f"rewards.vlm_http.url={server.url}"]
+        assert main(flags(args)) == 0
+        assert server.requests == 1
+    metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert 1.0 <= metrics["r/vlm_http.consistency"] <= 5.0 and metrics["r/vlm_http.alignment"] == 3.0
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(components, records_file, tmp_path):
+    model = ["model.kind=diffusers", f"model.path={components}"]
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    assert main(flags(run_args(model, records_file, straight, steps=3))) == 0
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "training.grpo",
+                           *flags(run_args(model, records_file, broken, steps=3)), "--train.stop_after=2"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert main(flags(run_args(model, records_file, broken, steps=3)) + ["--resume", "latest"]) == 0
+    lines = [[{k: v for k, v in json.loads(x).items() if not k.startswith("time_")}
+              for x in (out / "metrics.jsonl").read_text().splitlines()] for out in (straight, broken)]
+    assert lines[0] == lines[1] and len(lines[0]) == 3
+    a, _ = read_lora_file(straight / "lora.safetensors")
+    b, _ = read_lora_file(broken / "lora.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["data.records=null"], "set data.records"),
+    (["rewards.shapeedit.enabled=true"], "rewards.shapeedit scores ShapeEdit cases only"),
+    (["focus.enabled=true"], "focus.enabled"),
+])
+def test_config_errors_for_real_models_name_the_fix(components, records_file, tmp_path, extra, message):
+    args = run_args(["model.kind=diffusers", f"model.path={components}"], records_file, tmp_path) + extra
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, args)
+
+
+def test_model_errors_name_the_fix(components, records_file, tmp_path):
+    single = ["model.kind=single_file", f"model.path={components / 'transformer.safetensors'}", ROPE]
+    with pytest.raises(ConfigError, match="set model.components"):
+        Trainer(load_config(None, run_args(single, records_file, tmp_path)))
+    with pytest.raises(ConfigError, match="lacks vae/, text_encoder/, processor/"):
+        Trainer(load_config(None, run_args(single + [f"model.components={components / 'transformer'}"],
+                                           records_file, tmp_path)))
+    from tests.fixtures.tiny_models import narrow_qwen_image
+    from safetensors.torch import save_file
+
+    wide = narrow_qwen_image(text_width=32)  # a DiT for another text encoder
+    save_file({k: v.contiguous() for k, v in wide.state_dict().items()}, str(tmp_path / "other.safetensors"))
+    other = ["model.kind=single_file", f"model.path={tmp_path / 'other.safetensors'}", f"model.components={components}",
+             ROPE]
+    with pytest.raises(ConfigError, match="expects text width 32, the text encoder .* gives 64"):
+        Trainer(load_config(None, run_args(other, records_file, tmp_path)))

@@ -1,0 +1,190 @@
+"""Qwen-Image-Edit as a policy on real images: the DiT (with the LoRA), its VAE and its Qwen2.5-VL text encoder.
+
+Per record, the conditioning is computed once, the way diffusers' ``QwenImageEditPipeline`` computes it for
+inference (its ``encode_prompt`` with the source image, and the VAE's normalised latents of the source packed into
+2x2 tokens), and cached on disk keyed by the components and the records; after that the text encoder is dropped,
+so training holds only the DiT and the VAE. Rollouts decode their final latents with the VAE for the rewards.
+
+Components come from a Qwen-Image-Edit diffusers folder (``vae/``, ``text_encoder/``, ``processor/``): ``model.path``
+itself for ``model.kind=diffusers``, or ``model.components`` beside a single-file DiT (``model.kind=single_file``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from .models import DTYPES, ModelLoadError, load_transformer
+from .rollout import CachedConditioningPolicy
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("vae", "text_encoder", "processor")
+
+
+def components_folder(model_config: dict) -> Path:
+    folder = model_config.get("components") or (model_config["path"] if model_config["kind"] == "diffusers" else None)
+    if not folder:
+        raise ModelLoadError("model.kind=single_file trains the DiT of that file; set model.components to a "
+                             "Qwen-Image-Edit diffusers folder for its vae/, text_encoder/ and processor/")
+    folder = Path(folder)
+    missing = [name for name in COMPONENTS if not (folder / name).is_dir()]
+    if missing:
+        raise ModelLoadError(f"{folder} lacks {', '.join(f'{m}/' for m in missing)}: model.components (or, for "
+                             "kind=diffusers, model.path) must be a whole Qwen-Image-Edit diffusers folder")
+    return folder
+
+
+def load_qwen_edit(model_config: dict):
+    """(transformer, vae, text_encoder, processor, components folder) with the shapes checked against each other."""
+    from diffusers import AutoencoderKLQwenImage
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from cogniedit.decompose.backends.transformers_vlm import load_processor
+
+    folder = components_folder(model_config)
+    dtype = DTYPES[model_config.get("dtype", "float32")]
+    transformer = load_transformer(model_config)
+    vae = AutoencoderKLQwenImage.from_pretrained(str(folder / "vae"), torch_dtype=dtype).eval()
+    text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(folder / "text_encoder"),
+                                                                      torch_dtype=dtype).eval()
+    processor = load_processor(str(folder / "processor"), "qwen2_5_vl")
+    text_width = text_encoder.config.get_text_config().hidden_size
+    if transformer.config.joint_attention_dim != text_width:
+        raise ModelLoadError(f"the DiT expects text width {transformer.config.joint_attention_dim}, the text encoder "
+                             f"in {folder} gives {text_width}: use the components of the same base model")
+    if transformer.config.in_channels != 4 * vae.config.z_dim:
+        raise ModelLoadError(f"the DiT takes {transformer.config.in_channels} channels, the VAE in {folder} packs "
+                             f"{4 * vae.config.z_dim}: use the components of the same base model")
+    for module in (transformer, vae, text_encoder):
+        module.requires_grad_(False)
+    return transformer, vae, text_encoder, processor, folder
+
+
+def _folder_fingerprint(folder: Path) -> list:
+    """Names, sizes and mtimes of the weight and config files: changes when the components change."""
+    rows = []
+    for name in ("vae", "text_encoder", "processor"):
+        for f in sorted((folder / name).glob("*")):
+            if f.is_file():
+                stat = f.stat()
+                rows.append([f"{name}/{f.name}", stat.st_size, int(stat.st_mtime)])
+    return rows
+
+
+class QwenEditPolicy(CachedConditioningPolicy):
+    """Velocity of a Qwen-Image-Edit DiT on cached (text embeddings, mask, source latent tokens)."""
+
+    def __init__(self, transformer, vae, text_encoder, processor, components: Path, resolution: int,
+                 bf16: bool = False, vlm_image_size: int = 384):
+        from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPipeline
+
+        super().__init__(bf16)
+        self._transformer, self.vae = transformer, vae
+        # the pipeline object is only used for its encode_prompt (its template and hidden-state slicing)
+        self.pipeline = QwenImageEditPipeline(FlowMatchEulerDiscreteScheduler(), vae, text_encoder,
+                                              processor.tokenizer, processor, transformer)
+        self.scale = self.pipeline.vae_scale_factor
+        if resolution % (2 * self.scale):
+            raise ModelLoadError(f"data.resolution={resolution} must be a multiple of {2 * self.scale}")
+        self.resolution = resolution
+        self.grid = resolution // self.scale // 2  # packed tokens per side
+        self.channels = 4 * vae.config.z_dim
+        self.components = components
+        self.vlm_image_size = int(vlm_image_size)  # the authors' and ComfyUI's 384x384-area VLM condition image
+
+    @property
+    def transformer(self):
+        return self._transformer
+
+    # ---------------------------------------------------------------------------- conditioning
+    def cache_key(self, records) -> str:
+        identity = {"components": str(self.components.resolve()), "files": _folder_fingerprint(self.components),
+                    "resolution": self.resolution, "vlm_image_size": self.vlm_image_size,
+                    "records": [[r.case_id, r.instruction, hashlib.sha256(r.source_image.tobytes()).hexdigest()]
+                                for r in records]}
+        return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+
+    def _latent_stats(self, device, dtype):
+        shape = (1, self.vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(self.vae.config.latents_mean).view(shape).to(device, dtype)
+        std = torch.tensor(self.vae.config.latents_std).view(shape).to(device, dtype)
+        return mean, std
+
+    @torch.no_grad()
+    def image_to_tokens(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 [R, R, 3] -> normalised VAE latent packed into 2x2 tokens [1, grid*grid, 4*z]."""
+        device, dtype = self.vae.device, self.vae.dtype
+        pixels = torch.tensor(np.asarray(image, np.uint8)).to(device, dtype).permute(2, 0, 1)[None, :, None]
+        latent = self.vae.encode(pixels / 127.5 - 1.0).latent_dist.mode()  # the pipeline's "argmax" sample
+        mean, std = self._latent_stats(device, dtype)
+        return rearrange((latent - mean) / std, "b c 1 (h ph) (w pw) -> b (h w) (c ph pw)", ph=2, pw=2)
+
+    @torch.no_grad()
+    def encode_record(self, record) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from PIL import Image
+
+        size = self.vlm_image_size
+        vlm_image = Image.fromarray(record.source_image).resize((size, size), Image.BICUBIC)
+        embeds, mask = self.pipeline.encode_prompt(record.instruction, image=vlm_image, device=self.vae.device)
+        if mask is None:  # the pipeline drops an all-ones mask
+            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        return embeds[0].float().cpu(), mask[0].cpu(), self.image_to_tokens(record.source_image)[0].float().cpu()
+
+    def precompute(self, records, cache_dir: Path | None) -> None:
+        """Encode every record once (or read the cache file), then drop the text encoder."""
+        from safetensors.torch import load_file, save_file
+
+        from cogniedit.atomic_io import atomic_save
+
+        path = cache_dir / f"conditioning-{self.cache_key(records)}.safetensors" if cache_dir else None
+        if path is not None and path.is_file():
+            tensors = load_file(str(path))
+            for r in records:
+                self._cache[r.case_id] = tuple(tensors[f"{r.case_id}/{part}"] for part in ("text", "mask", "ref"))
+            log.info("conditioning of %d records read from %s", len(records), path)
+        else:
+            for r in records:
+                self._cache[r.case_id] = self.encode_record(r)
+            if path is not None:
+                tensors = {f"{cid}/{part}": t.contiguous() for cid, row in self._cache.items()
+                           for part, t in zip(("text", "mask", "ref"), row)}
+                atomic_save(path, lambda tmp: save_file(tensors, str(tmp)))
+                log.info("conditioning of %d records cached in %s", len(records), path)
+        self.pipeline.text_encoder = None  # not needed again: the conditioning is cached
+
+    def encode_cases(self, cases):
+        missing = [c for c in cases if c.case_id not in self._cache]
+        for case in missing:  # records added after precompute (sample grids of other records, tests)
+            if self.pipeline.text_encoder is None:
+                raise RuntimeError(f"record {case.case_id!r} was not precomputed and the text encoder is gone")
+            self._cache[case.case_id] = self.encode_record(case)
+        return self.collate([self._cache[c.case_id] for c in cases])
+
+    # ---------------------------------------------------------------------------- model calls
+    def velocity(self, x, sigma, cond):
+        n = x.shape[0]
+        timestep = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(n)
+        shapes = [[(1, self.grid, self.grid), (1, self.grid, self.grid)]] * n
+        out = self.transformer(hidden_states=torch.cat([x, cond.ref.to(x.dtype)], 1), timestep=timestep,
+                               encoder_hidden_states=cond.text.to(x.dtype), encoder_hidden_states_mask=cond.mask,
+                               img_shapes=shapes, return_dict=False)[0]
+        return out[:, :x.shape[1]]
+
+    def latent_shape(self, n: int) -> tuple:
+        return (n, self.grid * self.grid, self.channels)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        tokens = latents.detach().to(self.vae.device, self.vae.dtype)
+        latent = rearrange(tokens, "b (h w) (c ph pw) -> b c 1 (h ph) (w pw)", h=self.grid, ph=2, pw=2)
+        mean, std = self._latent_stats(latent.device, latent.dtype)
+        pixels = self.vae.decode(latent * std + mean, return_dict=False)[0][:, :, 0]
+        pixels = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return pixels.permute(0, 2, 3, 1).cpu().numpy()
