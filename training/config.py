@@ -209,9 +209,6 @@ def validate(config: dict) -> None:
             (not config["rewards"].get("shapeedit", {}).get("enabled", False),
              "rewards.shapeedit scores ShapeEdit cases only: set rewards.shapeedit.enabled=false and enable "
              "rewards.preservation and/or rewards.vlm_http"),
-            (not config["focus"]["enabled"],
-             "focus.enabled: the learned focus is trained with the ShapeEdit editor only so far; set "
-             "focus.enabled=false for Qwen-Image-Edit runs"),
         ]
     if config["model"]["family"] is None:
         config["model"]["family"] = "qwen_image_edit" if real else "shapeedit"

@@ -259,8 +259,7 @@ class Trainer:
         t0 = time.perf_counter()
         cases = self.step_cases(step)
         g = int(cfg["rollout"]["group_size"])
-        cond = self.policy.encode_cases(cases)
-        cond = type(cond)(cond.text.to(self.device), cond.mask.to(self.device), cond.ref.to(self.device))
+        cond = self.policy.encode_cases(cases).to(self.device)
         rollouts, images = rollout(self.policy, cond, cfg["rollout"], derived_seed(seed, self.rank), step)
         t_rollout = time.perf_counter() - t0
         expanded = [c for c in cases for _ in range(g)]
@@ -349,8 +348,7 @@ class Trainer:
         from cogniedit.sampling import flow_sigmas, initial_noise, sample_trajectory
 
         r = self.config["rollout"]
-        cond = self.policy.encode_cases(cases)
-        cond = type(cond)(cond.text.to(self.device), cond.mask.to(self.device), cond.ref.to(self.device))
+        cond = self.policy.encode_cases(cases).to(self.device)
         x = torch.stack([initial_noise(self.policy.latent_shape(1)[1:], i) for i in range(len(cases))])
         with torch.no_grad():
             traj = sample_trajectory(self.policy.velocity_fn(cond), x.to(self.device),

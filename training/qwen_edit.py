@@ -26,6 +26,7 @@ from .rollout import CachedConditioningPolicy
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("vae", "text_encoder", "processor")
+PARTS = ("text", "mask", "ref", "instruction_len")  # one cached row; the cache file's keys are "<id>/<part>"
 
 
 def components_folder(model_config: dict) -> Path:
@@ -105,7 +106,8 @@ class QwenEditPolicy(CachedConditioningPolicy):
 
     # ---------------------------------------------------------------------------- conditioning
     def cache_key(self, records) -> str:
-        identity = {"components": str(self.components.resolve()), "files": _folder_fingerprint(self.components),
+        identity = {"parts": PARTS, "components": str(self.components.resolve()),
+                    "files": _folder_fingerprint(self.components),
                     "resolution": self.resolution, "vlm_image_size": self.vlm_image_size,
                     "records": [[r.case_id, r.instruction, hashlib.sha256(r.source_image.tobytes()).hexdigest()]
                                 for r in records]}
@@ -127,7 +129,8 @@ class QwenEditPolicy(CachedConditioningPolicy):
         return rearrange((latent - mean) / std, "b c 1 (h ph) (w pw) -> b (h w) (c ph pw)", ph=2, pw=2)
 
     @torch.no_grad()
-    def encode_record(self, record) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode_record(self, record) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(text [L, D], mask [L], source tokens [T, C], instruction token count []) of one record."""
         from PIL import Image
 
         size = self.vlm_image_size
@@ -135,7 +138,10 @@ class QwenEditPolicy(CachedConditioningPolicy):
         embeds, mask = self.pipeline.encode_prompt(record.instruction, image=vlm_image, device=self.vae.device)
         if mask is None:  # the pipeline drops an all-ones mask
             mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        return embeds[0].float().cpu(), mask[0].cpu(), self.image_to_tokens(record.source_image)[0].float().cpu()
+        # between <|vision_end|> and <|im_end|> (special tokens) the instruction tokenizes as it does alone
+        n_instruction = len(self.pipeline.tokenizer(record.instruction, add_special_tokens=False)["input_ids"])
+        return (embeds[0].float().cpu(), mask[0].cpu(), self.image_to_tokens(record.source_image)[0].float().cpu(),
+                torch.tensor(n_instruction))
 
     def precompute(self, records, cache_dir: Path | None) -> None:
         """Encode every record once (or read the cache file), then drop the text encoder."""
@@ -147,14 +153,14 @@ class QwenEditPolicy(CachedConditioningPolicy):
         if path is not None and path.is_file():
             tensors = load_file(str(path))
             for r in records:
-                self._cache[r.case_id] = tuple(tensors[f"{r.case_id}/{part}"] for part in ("text", "mask", "ref"))
+                self._cache[r.case_id] = tuple(tensors[f"{r.case_id}/{part}"] for part in PARTS)
             log.info("conditioning of %d records read from %s", len(records), path)
         else:
             for r in records:
                 self._cache[r.case_id] = self.encode_record(r)
             if path is not None:
                 tensors = {f"{cid}/{part}": t.contiguous() for cid, row in self._cache.items()
-                           for part, t in zip(("text", "mask", "ref"), row)}
+                           for part, t in zip(PARTS, row)}
                 atomic_save(path, lambda tmp: save_file(tensors, str(tmp)))
                 log.info("conditioning of %d records cached in %s", len(records), path)
         self.pipeline.text_encoder = None  # not needed again: the conditioning is cached

@@ -1,7 +1,8 @@
-"""The policy around the ShapeEdit editor and the rollout of G SDE trajectories per case (no CFG).
+"""What the trainer calls on a policy (``CachedConditioningPolicy``), the ShapeEdit editor's policy, and the rollout
+of G SDE trajectories per case (no CFG). Qwen-Image-Edit's policy is in ``qwen_edit.py``.
 
-Per-case conditioning (text embeddings + mask, source-image latent tokens) is computed once and cached; batches
-pad the text to the longest case with mask 0. Rollouts use ``cogniedit.sampling.sample_trajectory`` with the
+Per-case conditioning (text embeddings + mask, source-image latent tokens, for Qwen-Image-Edit the instruction's
+token count) is computed once and cached; batches pad the text to the longest case with mask 0. Rollouts use ``cogniedit.sampling.sample_trajectory`` with the
 Flow-GRPO SDE and store latents, means and log-probabilities.
 """
 
@@ -31,23 +32,32 @@ class Conditioning:
     text: torch.Tensor   # [N, L, D]
     mask: torch.Tensor   # [N, L]
     ref: torch.Tensor    # [N, tokens, channels]
+    instruction_len: torch.Tensor | None = None  # [N]: the instruction's tokens before the suffix (None: all)
+
+    def _map(self, fn) -> "Conditioning":
+        return Conditioning(*(None if t is None else fn(t)
+                              for t in (self.text, self.mask, self.ref, self.instruction_len)))
 
     def repeat(self, group_size: int) -> "Conditioning":
-        return Conditioning(*(t.repeat_interleave(group_size, 0) for t in (self.text, self.mask, self.ref)))
+        return self._map(lambda t: t.repeat_interleave(group_size, 0))
 
     def subset(self, index) -> "Conditioning":
-        return Conditioning(self.text[index], self.mask[index], self.ref[index])
+        return self._map(lambda t: t[index])
+
+    def to(self, device) -> "Conditioning":
+        return self._map(lambda t: t.to(device))
 
 
 class CachedConditioningPolicy:
-    """What the trainer calls on a policy: per-case conditioning cached in ``_cache`` as (text [L, D], mask [L],
-    source tokens [T, C]) rows, a velocity on it (``velocity``: subclasses), optional learned focus."""
-
-    focus = None  # a LearnedFocus when the policy trains one
+    """What the trainer calls on a policy: per-case conditioning cached in ``_cache`` as rows (text [L, D],
+    mask [L], source tokens [T, C], optionally the instruction's token count), a velocity on it (``velocity``:
+    subclasses), and the learned Token Focus run in every call once ``enable_learned_focus`` is called."""
 
     def __init__(self, bf16: bool = False):
         self.bf16 = bf16
         self._cache: dict[str, tuple] = {}
+        self.focus = None  # a LearnedFocus once enable_learned_focus is called
+        self.focus_state = None
 
     @staticmethod
     def collate(rows) -> Conditioning:
@@ -55,12 +65,39 @@ class CachedConditioningPolicy:
         length = max(r[0].shape[0] for r in rows)
         text = torch.zeros(len(rows), length, rows[0][0].shape[-1], dtype=rows[0][0].dtype)
         mask = torch.zeros(len(rows), length, dtype=rows[0][1].dtype)
-        for i, (emb, m, _) in enumerate(rows):
+        for i, (emb, m, *_) in enumerate(rows):
             text[i, :emb.shape[0]], mask[i, :m.shape[0]] = emb, m
-        return Conditioning(text, mask, torch.stack([r[2] for r in rows]))
+        lengths = torch.stack([torch.as_tensor(r[3]) for r in rows]) if len(rows[0]) > 3 else None
+        return Conditioning(text, mask, torch.stack([r[2] for r in rows]), lengths)
 
-    def focus_applied(self, text_mask: torch.Tensor, enabled: bool = True):
-        return contextlib.nullcontext()
+    def enable_learned_focus(self, module, strength: float) -> None:
+        """Run ``module`` (cogniedit.focus.learned.LearnedFocus) in every policy call, exactly as the CogniEdit
+        editor and ComfyUI's Token Focus node run it at inference (focus processors and block hooks), but with the
+        bias left differentiable so the predictor and the soft tokens are trained with the LoRA."""
+        from cogniedit.shapes.cogniedit_editor import FocusState, install_focus_processors
+
+        self.focus = module
+        # the source image's tokens follow the noisy ones; like the editor, bias only the noisy-image query rows
+        self.focus_state = FocusState(None, float(strength), n_reference=self.latent_shape(1)[1])
+        install_focus_processors(self.transformer, self.focus_state)
+
+    @contextlib.contextmanager
+    def focus_applied(self, text_mask: torch.Tensor, enabled: bool = True, instruction_len=None):
+        """Learned focus on for the calls inside (``text_mask``: the cached mask; valid tokens end with the
+        instruction and the 5 suffix tokens; ``instruction_len``: see ``learned_focus_hooks``)."""
+        if self.focus is None or not enabled:
+            yield
+            return
+        from cogniedit.shapes.cogniedit_editor import learned_focus_hooks
+
+        handles = learned_focus_hooks(self.transformer, self.focus, self.focus_state, text_mask, detach=False,
+                                      instruction_len=instruction_len)
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            self.focus_state.block_weights.clear()
 
     def velocity(self, x, sigma, cond: Conditioning) -> torch.Tensor:
         raise NotImplementedError
@@ -68,7 +105,7 @@ class CachedConditioningPolicy:
     def velocity_fn(self, cond: Conditioning, focus: bool = True):
         def fn(x, sigma):
             autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-            with autocast, self.focus_applied(cond.mask, focus):
+            with autocast, self.focus_applied(cond.mask, focus, cond.instruction_len):
                 v = self.velocity(x, sigma, cond)
             return v.to(x.dtype)
         return fn
@@ -90,34 +127,6 @@ class ShapeEditPolicy(CachedConditioningPolicy):
     def __init__(self, editor, bf16: bool = False):
         super().__init__(bf16)
         self.editor = editor
-        self.focus_state = None
-
-    def enable_learned_focus(self, module, strength: float) -> None:
-        """Run ``module`` (cogniedit.focus.learned.LearnedFocus) in every policy call, exactly as the CogniEdit
-        editor runs it at inference (its focus processors and block hooks), but with the bias left differentiable
-        so the predictor and the soft tokens are trained with the LoRA."""
-        from cogniedit.shapes.cogniedit_editor import FocusState, install_focus_processors
-
-        self.focus = module
-        # the source image's tokens follow the noisy ones; like the editor, bias only the noisy-image query rows
-        self.focus_state = FocusState(None, float(strength), n_reference=self.latent_shape(1)[1])
-        install_focus_processors(self.editor.transformer, self.focus_state)
-
-    @contextlib.contextmanager
-    def focus_applied(self, text_mask: torch.Tensor, enabled: bool = True):
-        """Learned focus on for the calls inside (``text_mask``: the cached mask, instruction + 5 suffix tokens)."""
-        if self.focus is None or not enabled:
-            yield
-            return
-        from cogniedit.shapes.cogniedit_editor import learned_focus_hooks
-
-        handles = learned_focus_hooks(self.transformer, self.focus, self.focus_state, text_mask, detach=False)
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
-            self.focus_state.block_weights.clear()
 
     @property
     def transformer(self):

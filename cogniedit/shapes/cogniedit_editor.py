@@ -193,19 +193,25 @@ def restore_processors(transformer, original: dict) -> None:
     transformer.set_attn_processor(dict(original))  # set_attn_processor pops from the dict it is given
 
 
-def learned_focus_hooks(transformer, learned, state: FocusState, text_mask: torch.Tensor, detach: bool = True) -> list:
+def learned_focus_hooks(transformer, learned, state: FocusState, text_mask: torch.Tensor, detach: bool = True,
+                        instruction_len: torch.Tensor | None = None) -> list:
     """Pre-hooks on the learned blocks: rewrite the text stream with the soft tokens and hand the window weights to
     the focus processors' bias (the attention forcing). ``text_mask``: the encoded text's mask (template head cut),
-    i.e. the instruction followed by the 5-token assistant suffix. ``detach=False`` keeps the bias differentiable
-    (training). Returns the handles."""
+    whose valid tokens end with the instruction and the 5-token assistant suffix. ``instruction_len`` ([B], the
+    instruction's token count): what precedes it (Qwen-Image-Edit's vision tokens) is never overwritten; None = the
+    instruction starts the stream (the ShapeEdit editor). As ComfyUI's Token Focus node does, the span is counted
+    from the end. ``detach=False`` keeps the bias differentiable (training). Returns the handles."""
     from ..focus.spans import QWEN_SUFFIX_TOKENS
 
-    text_lens = (text_mask.sum(1) - QWEN_SUFFIX_TOKENS).clamp(min=1)  # instruction tokens from the stream's start
+    before_suffix = text_mask.sum(1) - QWEN_SUFFIX_TOKENS
+    text_lens = (before_suffix if instruction_len is None else instruction_len.to(before_suffix)).clamp(min=1)
+    text_starts = (before_suffix - text_lens).clamp(min=0)
     handles = []
     for index in learned.block_indices:
         def hook(module, args, kwargs, index=index):
             txt = kwargs["encoder_hidden_states"]
-            new_txt, window = learned(txt, index, text_start=0, text_len=text_lens.to(txt.device))
+            new_txt, window = learned(txt, index, text_start=text_starts.to(txt.device),
+                                      text_len=text_lens.to(txt.device))
             state.block_weights[index] = window.detach().float() if detach else window.float()
             return args, dict(kwargs, encoder_hidden_states=new_txt)
 

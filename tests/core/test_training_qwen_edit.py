@@ -219,8 +219,42 @@ def test_vlm_judge_scores_record_edits_over_http(components, records_file, tmp_p
     assert 1.0 <= metrics["r/vlm_http.consistency"] <= 5.0 and metrics["r/vlm_http.alignment"] == 3.0
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(components, records_file, tmp_path):
-    model = ["model.kind=diffusers", f"model.path={components}"]
+FOCUS = ["focus.enabled=true", "focus.blocks=all", "focus.xi=2", "focus.window=4", "focus.strength=2.0"]
+
+
+def test_learned_focus_trains_on_the_instruction_tokens_only(components, records_file, tmp_path):
+    """With focus on, the run writes focus.safetensors for qwen_image_edit; the predicted window lies inside the
+    instruction (never on the source image's vision tokens before it, nor the suffix after it)."""
+    from cogniedit.focus.weights_file import load_focus_weights
+
+    out = tmp_path / "out"
+    args = run_args(["model.kind=diffusers", f"model.path={components}"], records_file, out) + FOCUS
+    assert main(flags(args)) == 0
+    tensors, meta = load_focus_weights(out / "focus.safetensors")
+    assert meta["family"] == "qwen_image_edit" and tensors
+    trainer = Trainer(load_config(None, args))
+    trainer.resume("latest")
+    policy = trainer.policy
+    cond = policy.encode_cases(trainer.cases[:2])
+    valid = cond.mask.sum(1)
+    assert (cond.instruction_len > 0).all() and (cond.instruction_len + 5 < valid).all()  # vision tokens first
+    x = torch.randn(policy.latent_shape(2), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        with policy.focus_applied(cond.mask, True, cond.instruction_len):
+            focused = policy.velocity(x, torch.tensor([0.5]), cond)
+            weights = {i: w.clone() for i, w in policy.focus_state.block_weights.items()}
+        plain = policy.velocity(x, torch.tensor([0.5]), cond)
+    assert (focused - plain).abs().max() > 1e-6
+    assert sorted(weights) == [0, 1]
+    for w in weights.values():
+        for row, n, total in zip(w, cond.instruction_len.tolist(), valid.tolist()):
+            start = total - 5 - n
+            assert row[start:start + n].sum() > 0.99 and row.sum() == pytest.approx(row[start:start + n].sum())
+
+
+@pytest.mark.parametrize("focus", [False, True])
+def test_resume_after_interruption_matches_uninterrupted_run(components, records_file, tmp_path, focus):
+    model = ["model.kind=diffusers", f"model.path={components}"] + (FOCUS if focus else [])
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     assert main(flags(run_args(model, records_file, straight, steps=3))) == 0
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -240,7 +274,6 @@ def test_resume_after_interruption_matches_uninterrupted_run(components, records
 @pytest.mark.parametrize("extra, message", [
     (["data.records=null"], "set data.records"),
     (["rewards.shapeedit.enabled=true"], "rewards.shapeedit scores ShapeEdit cases only"),
-    (["focus.enabled=true"], "focus.enabled"),
 ])
 def test_config_errors_for_real_models_name_the_fix(components, records_file, tmp_path, extra, message):
     args = run_args(["model.kind=diffusers", f"model.path={components}"], records_file, tmp_path) + extra

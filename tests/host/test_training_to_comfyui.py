@@ -130,8 +130,8 @@ def test_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers(comfy, tr
 # ------------------------------------------------------------------------------------------------ Qwen-Image-Edit
 @pytest.fixture(scope="module")
 def trained_qwen_edit(comfy, tmp_path_factory):
-    """(trainer resumed at the end of a short single-file Qwen-Image-Edit run on image records, its output folder,
-    the DiT file). The tiny DiT has the host tier's QWEN_CONFIG shape."""
+    """(trainer resumed at the end of a short single-file Qwen-Image-Edit run on image records with learned focus,
+    its output folder, the DiT file). The tiny DiT has the host tier's QWEN_CONFIG shape."""
     from training.config import load_config
     from training.grpo import Trainer, main
 
@@ -145,14 +145,18 @@ def trained_qwen_edit(comfy, tmp_path_factory):
             "rewards.preservation.enabled=true", "rewards.preservation.weights.ssim=1.0", f"output_dir={out}",
             "train.steps=2", "checkpoint.every=2", "rollout.steps=4", "objective.window=2", "rollout.group_size=2",
             "rollout.cases_per_step=2", "optim.lr=3e-2", "train.num_threads=1", "log.progress=false",
-            "advantages.min_group_std=0", "lora.targets=[to_q,to_k,to_v,to_out.0,add_k_proj,img_mlp.net.2]"]
+            "advantages.min_group_std=0", "lora.targets=[to_q,to_k,to_v,to_out.0,add_k_proj,img_mlp.net.2]",
+            "focus.enabled=true", "focus.blocks=all", "focus.xi=2", "focus.window=4",
+            f"focus.strength={FOCUS_STRENGTH}"]
     assert main([x for a in args for x in ("--set", a)]) == 0
     trainer = Trainer(load_config(None, args))
     trainer.resume("latest")
     return trainer, out, components / "transformer.safetensors"
 
 
-def test_qwen_edit_lora_changes_comfyuis_output_exactly_as_the_trainers(comfy, trained_qwen_edit):
+def test_qwen_edit_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers(comfy, trained_qwen_edit):
+    """The trainer's text stream holds the source image's vision tokens before the instruction (diffusers'
+    Qwen-Image-Edit template); the node, given only the instruction, finds it by counting from the end."""
     from safetensors.torch import load_file
 
     from comfy_inprocess import tiny_qwen_image
@@ -160,24 +164,36 @@ def test_qwen_edit_lora_changes_comfyuis_output_exactly_as_the_trainers(comfy, t
     from training.models import strip_prefixes
 
     trainer, out, dit_file = trained_qwen_edit
-    comfy.folder_paths.add_model_folder_path("loras", str(out))
+    loader, focus_node = pack_module("nodes.loader"), pack_module("nodes.focus")
+    added = [("loras", str(out)), (loader.MODELS_FOLDER, str(out))]
+    for name, path in added:
+        comfy.folder_paths.add_model_folder_path(name, path)
     try:
-        loader = pack_module("nodes.loader")
         base = tiny_qwen_image(comfy, state=strip_prefixes(load_file(str(dit_file))))
-        model, _, report = loader.CogniEditLoader.execute(base, "lora.safetensors", 1.0).args
+        model, focus_weights, report = loader.CogniEditLoader.execute(base, "lora.safetensors", 1.0,
+                                                                      "focus.safetensors").args
     finally:
-        comfy.folder_paths.folder_names_and_paths["loras"][0].remove(str(out))
+        for name, path in added:
+            comfy.folder_paths.folder_names_and_paths[name][0].remove(path)
     assert "0 not loaded" in report and "note:" not in report  # keys all consumed, trained on this very base
+    case = trainer.cases[0]
+    patched, focus_report, _ = focus_node.CogniEditTokenFocus.execute(
+        model, prompt=case.instruction, phrases="", layout="auto", mode="learned", strength=FOCUS_STRENGTH,
+        blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True, focus_weights=focus_weights).args
+    assert "learned focus: blocks [0, 1]" in focus_report
     policy = trainer.policy
-    cond = policy.encode_cases(trainer.cases[:1])  # the cached Qwen2.5-VL embeddings and source latent tokens
+    cond = policy.encode_cases([case])  # the cached Qwen2.5-VL embeddings and source latent tokens
+    assert cond.text.shape[1] > int(cond.instruction_len) + 5  # vision tokens precede the instruction
     x = torch.randn(policy.latent_shape(1), generator=torch.Generator().manual_seed(5))
     for sigma in (0.8, 0.3):
         s = torch.tensor([sigma])
         unpatched = comfy_dit_output(comfy, base, x, s, cond.text, cond.ref, policy.grid)
         with torch.no_grad():
             with lora_disabled(policy.transformer):
-                assert torch.allclose(unpatched, policy.velocity_fn(cond)(x, s), atol=1e-5)
+                assert torch.allclose(unpatched, policy.velocity_fn(cond, focus=False)(x, s), atol=1e-6)
             want = policy.velocity_fn(cond)(x, s)
-        got = comfy_dit_output(comfy, model, x, s, cond.text, cond.ref, policy.grid)
-        assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
-        assert (got - unpatched).abs().max() > 1e-4  # the LoRA really changes the model
+        got = comfy_dit_output(comfy, patched, x, s, cond.text, cond.ref, policy.grid)
+        assert torch.allclose(got, want, atol=1e-6), float((got - want).abs().max())
+        assert (got - unpatched).abs().max() > 1e-4  # the files really change the model
+        lora_only = comfy_dit_output(comfy, model, x, s, cond.text, cond.ref, policy.grid)
+        assert (got - lora_only).abs().max() > 2e-5  # and the focus file is part of it (tiny model: small effects)
