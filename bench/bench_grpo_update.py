@@ -1,9 +1,11 @@
 """Time and peak memory of one Dense GRPO update (k = 5) against one sparse (Flow-GRPO) update on the same batch.
 
 Both updates use the same rollouts, advantages and the same 5 transitions per trajectory (the dense window);
-sparse back-propagates each step on its own (only one step's graph alive), dense back-propagates once through
-the window's chain. Dense is measured plain and with ``objective.checkpoint_steps`` (each step's forward is
-recomputed in backward).
+sparse back-propagates each step on its own (only one step's graph alive). Dense is measured with each
+``objective.dense_backward``: ``graph`` (one backward through the window's k graphs), ``checkpoint`` (each step's
+forward recomputed in backward) and ``sweep`` (one step's graph at a time, last step first), the last both as the
+trainer's first minibatch after a rollout runs it (on-policy: no value pass) and with its value pass (later
+minibatches).
 
 Time: best of ``--repeats`` wall-clock runs of forward+backward (interleaved, 1 thread).
 Memory: peak of the CPU allocator's live tensor bytes during the update (allocations minus frees, in time order,
@@ -82,15 +84,16 @@ def main(argv=None) -> int:
     steps = starts[:, None] + torch.arange(args.window)[None]
     fn = policy.velocity_fn(full)
 
-    def dense(ckpt=False):
-        s = ObjectiveSettings(clip_space="log", checkpoint_steps=ckpt)
-        return lambda: dense_grpo_loss(fn, ro, adv, starts, args.window, s, backward=True)
+    def dense(mode, on_policy=False):
+        s = ObjectiveSettings(clip_space="log", dense_backward=mode)
+        return lambda: dense_grpo_loss(fn, ro, adv, starts, args.window, s, backward=True, on_policy=on_policy)
 
     def sparse():
         s = ObjectiveSettings(clip_space="ratio")
         return lambda: sparse_grpo_loss(fn, ro, adv, steps, s, backward=True)
 
-    variants = {"sparse": sparse(), "dense": dense(), "dense+ckpt": dense(True)}
+    variants = {"sparse": sparse(), "graph": dense("graph"), "checkpoint": dense("checkpoint"),
+                "sweep": dense("sweep", on_policy=True), "sweep+values": dense("sweep")}
     for f in variants.values():  # warm-up
         trainer.optimizer.zero_grad(set_to_none=True)
         f()
@@ -107,9 +110,9 @@ def main(argv=None) -> int:
         memory[name] = peak_bytes(f)
     print(f"editor {model}; {n} trajectories ({args.cases} cases x {args.group}), T={args.steps}, k={args.window}, "
           f"CPU 1 thread, best of {args.repeats}")
-    print(f"{'variant':<12} {'time ms':>9} {'peak MiB':>9} {'time/sparse':>12} {'mem/sparse':>11}")
+    print(f"{'variant':<13} {'time ms':>9} {'peak MiB':>9} {'time/sparse':>12} {'mem/sparse':>11}")
     for name in variants:
-        print(f"{name:<12} {best[name] * 1e3:9.1f} {memory[name] / 2**20:9.2f} {best[name] / best['sparse']:12.2f} "
+        print(f"{name:<13} {best[name] * 1e3:9.1f} {memory[name] / 2**20:9.2f} {best[name] / best['sparse']:12.2f} "
               f"{memory[name] / memory['sparse']:11.2f}")
     print("targets: dense time/sparse <= 1.5, mem/sparse <= 1.2")
     return 0

@@ -52,7 +52,7 @@ DEFAULTS: dict = {
         "beta": 0.0,                   # KL weight (closed form, to the frozen base = LoRA disabled)
         "logprob_reduction": "mean",   # mean (per element, Flow-GRPO / authors' scale) | sum (exact log density)
         "detach_inputs": "first",      # dense: first (sg on the window's first input only) | all (paper's sg(x_t) at every network input)
-        "checkpoint_steps": False,     # dense: recompute each step's forward in backward (memory ~ sparse)
+        "dense_backward": "sweep",     # dense: sweep (one step's graph at a time, last first: time and memory ~ sparse) | graph | checkpoint
         "micro_batch": 0,              # trajectories per forward/backward (0 = all at once)
     },
     "advantages": {
@@ -191,6 +191,8 @@ def validate(config: dict) -> None:
         (o["clip_space"] in (None, "log", "ratio"), "objective.clip_space must be log, ratio or null"),
         (o["logprob_reduction"] in ("mean", "sum"), "objective.logprob_reduction must be mean or sum"),
         (o["detach_inputs"] in ("first", "all"), "objective.detach_inputs must be first or all"),
+        (o["dense_backward"] in ("sweep", "graph", "checkpoint"),
+         "objective.dense_backward must be sweep, graph or checkpoint"),
         (float(r["eta"]) > 0, "rollout.eta must be > 0: GRPO needs a stochastic (SDE) policy"),
         (int(r["group_size"]) >= 1 and int(r["cases_per_step"]) >= 1, "rollout.group_size/cases_per_step >= 1"),
         (a["mode"] in ("group", "batch"), "advantages.mode must be group or batch"),

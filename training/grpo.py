@@ -276,6 +276,7 @@ class Trainer:
         minibatches = int(cfg["train"].get("minibatches", 1))
         chunks = [c for c in torch.arange(n).chunk(minibatches) if len(c)]
         losses, stats_all = [], []
+        stepped = False  # no optimizer step since the rollout yet: the policy is the rollout's (on-policy)
         for chunk in chunks:
             self.optimizer.zero_grad(set_to_none=True)
             kept = int(adv.mask[chunk].sum())
@@ -288,7 +289,7 @@ class Trainer:
                 result = compute_objective(
                     o["name"], self.policy.velocity_fn(sub_cond), rollouts.subset(sub), adv.values[sub], steps[sub],
                     int(o["window"]), self.settings, ref_velocity_fn=ref_fn, mask=adv.mask[sub],
-                    normaliser=float(max(kept, 1)), backward=True)
+                    normaliser=float(max(kept, 1)), backward=True, on_policy=not stepped)
                 loss_total += float(result.loss)
                 stats_all.append(result.stats)
             if self.world > 1:
@@ -296,6 +297,7 @@ class Trainer:
             grad_norm = distributed.full_tensor(
                 torch.nn.utils.clip_grad_norm_(self.params, float(cfg["optim"]["grad_clip"])))
             self.optimizer.step()
+            stepped = True
             losses.append(loss_total)
         lr_used = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()

@@ -22,6 +22,7 @@ recorded (detached) latent, averaged over the steps. With k = 1 and the same cli
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -30,6 +31,8 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from cogniedit.sampling.steps import gaussian_log_prob, sde_mean_std
+
+log = logging.getLogger(__name__)
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -66,14 +69,14 @@ class ObjectiveSettings:
     beta: float = 0.0
     reduction: str = "mean"            # mean | sum (log-prob and KL per element or summed)
     detach_inputs: str = "first"       # dense: first | all
-    checkpoint_steps: bool = False     # dense: recompute forwards in backward
+    dense_backward: str = "graph"      # dense: graph | checkpoint | sweep (how the window's gradient is computed)
 
     @classmethod
     def from_config(cls, objective: dict) -> "ObjectiveSettings":
         from .config import clip_space
 
         return cls(float(objective["clip_eps"]), clip_space(objective), float(objective["beta"]),
-                   objective["logprob_reduction"], objective["detach_inputs"], bool(objective["checkpoint_steps"]))
+                   objective["logprob_reduction"], objective["detach_inputs"], objective["dense_backward"])
 
 
 @dataclass
@@ -106,12 +109,6 @@ def _kl(mean, mean_ref, std, reduction, elements):
     return _scale((diff**2 / (2 * std**2)).flatten(1).sum(1), reduction, elements)
 
 
-def _velocity(fn, x, sigma, use_checkpoint):
-    if use_checkpoint and torch.is_grad_enabled():
-        return checkpoint(fn, x, sigma, use_reentrant=False)
-    return fn(x, sigma)
-
-
 def _reduce(per_sample, mask, normaliser):
     mask = mask.to(per_sample.dtype)
     denominator = normaliser if normaliser is not None else mask.sum().clamp(min=1.0)
@@ -140,46 +137,37 @@ def _stats(ratio: torch.Tensor, clipped: torch.Tensor, kl: torch.Tensor, keep: t
 def dense_grpo_loss(velocity_fn: VelocityFn, rollouts: Rollouts, advantages: torch.Tensor, starts: torch.Tensor,
                     window: int, settings: ObjectiveSettings, ref_velocity_fn: VelocityFn | None = None,
                     mask: torch.Tensor | None = None, normaliser: float | None = None,
-                    backward: bool = False) -> ObjectiveResult:
-    """Dense GRPO over the windows ``starts[n] ... starts[n]+window-1`` (see the module docstring)."""
+                    backward: bool = False, on_policy: bool = False) -> ObjectiveResult:
+    """Dense GRPO over the windows ``starts[n] ... starts[n]+window-1`` (see the module docstring).
+
+    ``settings.dense_backward``: ``graph`` keeps the k steps' graphs and back-propagates once; ``checkpoint``
+    recomputes each step's forward in backward; ``sweep`` (with ``backward``) back-propagates one step at a time
+    in reverse (``_dense_sweep``). ``on_policy``: the parameters are the rollout's (the first minibatch after it),
+    which lets the sweep skip its value pass."""
     n = rollouts.num_trajectories
     starts = torch.as_tensor(starts, dtype=torch.long).reshape(n)
     if window < 1 or int(starts.min()) < 0 or int(starts.max()) + window > rollouts.num_steps:
         raise ValueError(f"window {window} from starts {starts.tolist()} leaves the {rollouts.num_steps}-step rollout")
+    if settings.dense_backward not in ("graph", "checkpoint", "sweep"):
+        raise ValueError(f"dense_backward must be graph, checkpoint or sweep, got {settings.dense_backward!r}")
+    if settings.dense_backward == "sweep" and backward and torch.is_grad_enabled():
+        return _dense_sweep(velocity_fn, rollouts, advantages, starts, window, settings, ref_velocity_fn, mask,
+                            normaliser, on_policy)
     mask, idx, elements, device = _prepare(rollouts, settings, ref_velocity_fn, mask)
+    step = _WindowStep(velocity_fn, ref_velocity_fn, rollouts, starts, settings, idx, elements, device)
     state = rollouts.latents[starts, idx].detach()
     psi = torch.zeros(n, dtype=torch.float64, device=device)
     kl_total = torch.zeros(n, dtype=torch.float64, device=device)
     for i in range(window):
-        j = starts + i
-        sigma, sigma_next = rollouts.sigmas[j].to(device), rollouts.sigmas[j + 1].to(device)
-        detach_input = i == 0 or settings.detach_inputs == "all"
-        x_in = state.detach() if detach_input else state
-        target = rollouts.latents[j + 1, idx]
-
-        def window_step(state, sigma=sigma, sigma_next=sigma_next, target=target, detach_input=detach_input):
-            v = velocity_fn(state.detach() if detach_input else state, sigma)
-            mean, std = sde_mean_std(state, v, sigma, sigma_next, rollouts.eta)
-            return mean, std, gaussian_log_prob(target, mean, std)
-
-        # Checkpointing recomputes the whole step (network, mean, float64 log-prob) in backward; the last step's
-        # graph is freed first in backward anyway, so recomputing it would only cost time.
-        if settings.checkpoint_steps and i + 1 < window and torch.is_grad_enabled():
-            mean, std, log_p = checkpoint(window_step, state, use_reentrant=False)
+        # Checkpointing recomputes the whole step (network, mean, float64 log-prob, KL) in backward; the last
+        # step's graph is freed first in backward anyway, so recomputing it would only cost time.
+        if settings.dense_backward == "checkpoint" and i + 1 < window and torch.is_grad_enabled():
+            mean, log_ratio, kl = checkpoint(step, i, state, use_reentrant=False)
         else:
-            mean, std, log_p = window_step(state)
-        log_p = _scale(log_p, settings.reduction, elements)
-        old = _scale(rollouts.log_probs[j, idx].to(device), settings.reduction, elements)
-        psi = psi + (log_p - old)
-        if settings.beta > 0:
-            # The reference is frozen, but its mean depends on the window's state, so the KL's gradient also
-            # flows through mu_ref(s_i) along the chain (exact derivative; no grad needed at the first step).
-            with torch.set_grad_enabled(torch.is_grad_enabled() and state.requires_grad):
-                v_ref = _velocity(ref_velocity_fn, x_in, sigma, settings.checkpoint_steps)
-                mean_ref, _ = sde_mean_std(state, v_ref, sigma, sigma_next, rollouts.eta)
-            kl_total = kl_total + _kl(mean, mean_ref, std, settings.reduction, elements)
+            mean, log_ratio, kl = step(i, state)
+        psi, kl_total = psi + log_ratio, kl_total + kl
         if i + 1 < window:  # the next state carries the policy's change of this step's mean (see docstring)
-            state = target + (mean - rollouts.means[j, idx].to(device))
+            state = step.next_state(i, mean)
     adv = advantages.to(device=device, dtype=torch.float64)
     policy, ratio, clipped = clipped_surrogate(psi, adv, settings.clip_eps, settings.clip_space)
     ratio = ratio.detach()
@@ -191,13 +179,99 @@ def dense_grpo_loss(velocity_fn: VelocityFn, rollouts: Rollouts, advantages: tor
     return ObjectiveResult(loss, _stats(ratio, clipped, kl_total.detach() / window, mask.to(device)))
 
 
+class _WindowStep:
+    """Step i of every trajectory's window: network call, SDE mean, log-prob and (beta > 0) the KL to the base, at
+    a given state, exactly as ``dense_grpo_loss`` computes them."""
+
+    def __init__(self, velocity_fn, ref_velocity_fn, rollouts, starts, settings, idx, elements, device):
+        self.velocity_fn, self.ref_velocity_fn, self.rollouts = velocity_fn, ref_velocity_fn, rollouts
+        self.starts, self.settings, self.idx, self.elements, self.device = starts, settings, idx, elements, device
+
+    def __call__(self, i: int, state: torch.Tensor):
+        """(mean, log-ratio to the rollout policy, KL) of step i at ``state``. The KL's reference mean depends on
+        the state too, so its gradient also flows along the chain (none is needed at the window's start)."""
+        ro, s, j = self.rollouts, self.settings, self.starts + i
+        sigma, sigma_next = ro.sigmas[j].to(self.device), ro.sigmas[j + 1].to(self.device)
+        x_in = state.detach() if (i == 0 or s.detach_inputs == "all") else state
+        mean, std = sde_mean_std(state, self.velocity_fn(x_in, sigma), sigma, sigma_next, ro.eta)
+        log_p = _scale(gaussian_log_prob(ro.latents[j + 1, self.idx], mean, std), s.reduction, self.elements)
+        old = _scale(ro.log_probs[j, self.idx].to(self.device), s.reduction, self.elements)
+        kl = torch.zeros_like(old)
+        if s.beta > 0:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and state.requires_grad):
+                mean_ref, _ = sde_mean_std(state, self.ref_velocity_fn(x_in, sigma), sigma, sigma_next, ro.eta)
+            kl = _kl(mean, mean_ref, std, s.reduction, self.elements)
+        return mean, log_p - old, kl
+
+    def next_state(self, i: int, mean: torch.Tensor) -> torch.Tensor:
+        j = self.starts + i
+        return self.rollouts.latents[j + 1, self.idx] + (mean - self.rollouts.means[j, self.idx].to(self.device))
+
+
+def _dense_sweep(velocity_fn, rollouts, advantages, starts, window, settings, ref_velocity_fn, mask, normaliser,
+                 on_policy) -> ObjectiveResult:
+    """Dense GRPO's gradient, back-propagated one window step at a time, last step first.
+
+    The loss depends on step i's parameters through its own log-prob and KL and, along the chain
+    ``s_{i+1} = x_{i+1} + (mu_i - mu_i^old)``, through every later step: with ``c_{i+1} = dL/ds_{i+1}`` (from step
+    i+1's backward) step i back-propagates ``g . logratio_i + w . KL_i + <c_{i+1}, mu_i>`` and hands on
+    ``c_i = dL/ds_i``. ``g = dL/dpsi`` and ``w = dL/dKL`` come first, from the loss's values. Each step's graph is freed
+    before the next is built, so memory is one step's (as sparse), and the gradient is the whole-graph gradient.
+
+    The states and psi come from a no-grad pass over the window, except ``on_policy``: the parameters are the
+    rollout's, so every state is the recorded latent and psi = 0; then time is sparse's too. The sweep's own
+    log-ratios check that afterwards (a warning if they exceed the clip bound)."""
+    n = rollouts.num_trajectories
+    mask, idx, elements, device = _prepare(rollouts, settings, ref_velocity_fn, mask)
+    step = _WindowStep(velocity_fn, ref_velocity_fn, rollouts, starts, settings, idx, elements, device)
+    states = [rollouts.latents[starts + i, idx].to(device) for i in range(window)]
+    psi = torch.zeros(n, dtype=torch.float64, device=device)
+    kl_total = torch.zeros(n, dtype=torch.float64, device=device)
+    if not on_policy:
+        with torch.no_grad():
+            for i in range(window):
+                mean, log_ratio, kl = step(i, states[i])
+                psi, kl_total = psi + log_ratio, kl_total + kl
+                if i + 1 < window:
+                    states[i + 1] = step.next_state(i, mean)
+    adv = advantages.to(device=device, dtype=torch.float64)
+    keep = mask.to(device)
+    psi_leaf, kl_leaf = psi.clone().requires_grad_(True), kl_total.clone().requires_grad_(True)
+    loss = _reduce(clipped_surrogate(psi_leaf, adv, settings.clip_eps, settings.clip_space)[0]
+                   + settings.beta * kl_leaf / window, keep, normaliser)
+    g, w = torch.autograd.grad(loss, (psi_leaf, kl_leaf), allow_unused=True)
+    w = torch.zeros_like(kl_total) if w is None else w
+    carry = None
+    swept_psi = torch.zeros_like(psi)
+    swept_kl = torch.zeros_like(kl_total)
+    for i in reversed(range(window)):
+        state = states[i].detach().requires_grad_(i > 0)
+        mean, log_ratio, kl = step(i, state)
+        term = (g * log_ratio).sum() + (w * kl).sum()
+        if carry is not None:
+            term = term + (carry * mean).sum()
+        term.backward()
+        carry = state.grad if i > 0 else None
+        swept_psi, swept_kl = swept_psi + log_ratio.detach(), swept_kl + kl.detach()
+    if on_policy:
+        psi, kl_total = swept_psi, swept_kl
+        drift = float(psi[keep].abs().max()) if keep.any() else 0.0
+        if drift >= math.log1p(settings.clip_eps):
+            log.warning("dense sweep: the minibatch given as on-policy has |log-ratio| up to %.3g (>= the clip "
+                        "bound); its gradient used psi = 0", drift)
+    policy, ratio, clipped = clipped_surrogate(psi, adv, settings.clip_eps, settings.clip_space)
+    value = _reduce(policy + settings.beta * kl_total / window, keep, normaliser).detach()
+    return ObjectiveResult(value, _stats(ratio, clipped, kl_total / window, keep))
+
+
 def sparse_grpo_loss(velocity_fn: VelocityFn, rollouts: Rollouts, advantages: torch.Tensor, steps: torch.Tensor,
                      settings: ObjectiveSettings, ref_velocity_fn: VelocityFn | None = None,
                      mask: torch.Tensor | None = None, normaliser: float | None = None,
-                     backward: bool = False) -> ObjectiveResult:
+                     backward: bool = False, on_policy: bool = False) -> ObjectiveResult:
     """Flow-GRPO: independent per-step ratios at the recorded latents, per-step clip, averaged over the steps.
     ``steps``: ``[N, k]`` transition indices per trajectory. With ``backward`` each step is back-propagated on
-    its own (the terms are independent, so only one step's graph is alive at a time)."""
+    its own (the terms are independent, so only one step's graph is alive at a time). ``on_policy`` is unused
+    (dense's sweep uses it)."""
     n = rollouts.num_trajectories
     steps = torch.as_tensor(steps, dtype=torch.long).reshape(n, -1)
     k = steps.shape[1]

@@ -147,17 +147,50 @@ def test_chain_gradient_differs_from_independent_steps():
     assert not torch.allclose(grads["first"], grads["all"], rtol=1e-6)
 
 
-def test_checkpointed_steps_give_the_same_gradient():
+@pytest.mark.parametrize("beta", [0.0, 0.7])
+@pytest.mark.parametrize("detach", ["first", "all"])
+def test_every_dense_backward_gives_the_same_gradient_and_values(beta, detach):
+    """graph, checkpoint and the reverse sweep (value pass off-policy) agree: loss, stats and gradient."""
     ro = toy_rollouts(THETA_OLD, steps=8, seed=3)
     starts = torch.tensor([0, 1, 3, 2])
     adv = torch.tensor([1.3, -0.7, 0.4, -2.0], dtype=torch.float64)
-    grads = []
-    for ckpt in (False, True):
+    results, grads = {}, {}
+    for mode in ("graph", "checkpoint", "sweep"):
         theta = (THETA_OLD + torch.tensor([0.04, -0.05], dtype=torch.float64)).requires_grad_(True)
-        settings = ObjectiveSettings(clip_eps=0.5, checkpoint_steps=ckpt)
-        dense_grpo_loss(toy_velocity(theta), ro, adv, starts, 5, settings, backward=True)
-        grads.append(theta.grad.clone())
-    assert torch.equal(grads[0], grads[1])
+        settings = ObjectiveSettings(clip_eps=0.5, beta=beta, detach_inputs=detach, dense_backward=mode)
+        ref = toy_velocity(THETA_OLD) if beta else None
+        results[mode] = dense_grpo_loss(toy_velocity(theta), ro, adv, starts, 5, settings, ref_velocity_fn=ref,
+                                        backward=True)
+        grads[mode] = theta.grad.clone()
+    assert torch.equal(grads["graph"], grads["checkpoint"])
+    torch.testing.assert_close(grads["sweep"], grads["graph"], rtol=1e-10, atol=1e-12)
+    assert float(results["sweep"].loss) == pytest.approx(float(results["graph"].loss), rel=1e-12)
+    for key, value in results["graph"].stats.items():
+        assert results["sweep"].stats[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    assert results["graph"].stats["ratio_max"] > 1.0  # off-policy: the chain really carries gradient
+
+
+def test_on_policy_sweep_skips_the_value_pass_and_keeps_the_gradient():
+    """At the rollout's parameters the sweep needs no value pass: k network calls with grad (sparse's count)."""
+    ro = toy_rollouts(THETA_OLD, steps=8, seed=4)
+    starts = torch.tensor([0, 2, 3, 1])
+    adv = torch.tensor([0.5, -1.1, 2.0, -0.3], dtype=torch.float64)
+    grads, calls = {}, {}
+    for mode, on_policy in (("graph", False), ("sweep", True)):
+        theta = THETA_OLD.clone().requires_grad_(True)
+        velocity = toy_velocity(theta)
+        count = []
+
+        def counted(x, sigma, velocity=velocity, count=count):
+            count.append(torch.is_grad_enabled())
+            return velocity(x, sigma)
+
+        result = dense_grpo_loss(counted, ro, adv, starts, 5, ObjectiveSettings(dense_backward=mode), backward=True,
+                                 on_policy=on_policy)
+        assert result.stats["ratio_min"] == result.stats["ratio_max"] == 1.0
+        grads[mode], calls[mode] = theta.grad.clone(), count
+    torch.testing.assert_close(grads["sweep"], grads["graph"], rtol=1e-10, atol=1e-12)
+    assert calls["sweep"] == [True] * 5
 
 
 def test_window_outside_the_rollout_is_rejected():
