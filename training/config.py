@@ -20,6 +20,7 @@ DEFAULTS: dict = {
     "model": {
         "kind": "shapeedit",           # shapeedit | diffusers | single_file
         "path": None,                  # shapeedit: weights file (None = shipped); diffusers: folder; single_file: .safetensors
+        "variant": "edit_plus",        # real models: edit_plus (Qwen-Image-Edit-2509/2511) | edit (the first Qwen-Image-Edit)
         "components": None,            # single_file: a Qwen-Image-Edit diffusers folder (vae/, text_encoder/, processor/)
         "family": None,                # recorded in the LoRA metadata; None = shapeedit / qwen_image_edit by model.kind
         "dtype": "float32",            # weights dtype: float32 | bfloat16 | float16
@@ -201,6 +202,8 @@ def validate(config: dict) -> None:
          "advantages.mode=group needs rollout.group_size >= 2 (or use advantages.mode=batch)"),
         (config["model"]["kind"] in ("shapeedit", "diffusers", "single_file"),
          "model.kind must be shapeedit, diffusers or single_file"),
+        (config["model"]["variant"] in ("edit_plus", "edit"),
+         "model.variant must be edit_plus (Qwen-Image-Edit-2509/2511) or edit (the first Qwen-Image-Edit)"),
     ]
     real = config["model"]["kind"] != "shapeedit"
     if real:

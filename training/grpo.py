@@ -147,7 +147,7 @@ class Trainer:
         transformer.eval()
         data = self.config["data"]
         policy = QwenEditPolicy(transformer, vae, text_encoder, processor, folder, int(data["resolution"]), bf16=bf16,
-                                vlm_image_size=int(data["vlm_image_size"]))
+                                vlm_image_size=int(data["vlm_image_size"]), variant=m["variant"])
         del text_encoder
         cache = data["cache_dir"]
         policy.precompute(self.cases, Path(cache) if cache else self.out / "cache")

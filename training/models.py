@@ -2,7 +2,8 @@
 
 Single files are safetensors whose keys equal diffusers' ``QwenImageTransformer2DModel`` keys, optionally behind
 a host prefix (``model.diffusion_model.``, ``diffusion_model.``, ``transformer.``), as ComfyUI's split files for
-Qwen-Image(-Edit) are. The architecture is read from the tensor shapes; ``axes_dims_rope`` (not stored in any
+Qwen-Image(-Edit) are. Edit-2511's empty ``__index_timestep_zero__`` marker turns on ``zero_cond_t`` (reference
+tokens modulated at timestep 0), as it does in ComfyUI. The architecture is read from the tensor shapes; ``axes_dims_rope`` (not stored in any
 weight) defaults to Qwen-Image's (16, 56, 56) when the head dim is 128 and must otherwise be given in
 ``model.transformer_config``.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.")
+TIMESTEP_ZERO_MARKER = "__index_timestep_zero__"  # Qwen-Image-Edit-2511: reference tokens are modulated at t = 0
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -23,10 +25,12 @@ class ModelLoadError(RuntimeError):
 
 
 def strip_prefixes(state: dict) -> dict:
-    """Drop one known host prefix shared by all transformer keys (other keys, e.g. a bundled VAE, are dropped)."""
+    """Drop one known host prefix shared by all transformer keys (other keys, e.g. a bundled VAE, are dropped;
+    the 2511 marker is kept, without its prefix)."""
     for prefix in PREFIXES:
         if any(k.startswith(prefix) for k in state):
-            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            return {k[len(prefix):]: v for k, v in state.items()
+                    if k.startswith(prefix) or k.endswith(TIMESTEP_ZERO_MARKER)}
     return dict(state)
 
 
@@ -47,6 +51,8 @@ def infer_qwen_image_config(state: dict, overrides: dict | None = None) -> dict:
                   num_attention_heads=int(inner) // int(head_dim), joint_attention_dim=int(joint))
     if head_dim == 128:
         config["axes_dims_rope"] = (16, 56, 56)
+    if any(k.endswith(TIMESTEP_ZERO_MARKER) for k in state):
+        config["zero_cond_t"] = True  # as ComfyUI's detection reads the marker (default_ref_method index_timestep_zero)
     config.update(overrides or {})
     if "axes_dims_rope" not in config:
         raise ModelLoadError(f"head dim {head_dim}: set model.transformer_config.axes_dims_rope=[a,b,c] "
@@ -65,6 +71,7 @@ def load_single_file(path, overrides: dict | None = None, dtype: torch.dtype = t
         raise ModelLoadError(f"model file {path} not found; set model.path to the .safetensors diffusion model")
     state = strip_prefixes(load_file(str(path)))
     config = infer_qwen_image_config(state, overrides)
+    state = {k: v for k, v in state.items() if not k.endswith(TIMESTEP_ZERO_MARKER)}
     model = QwenImageTransformer2DModel(**config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -5,6 +5,11 @@ inference (its ``encode_prompt`` with the source image, and the VAE's normalised
 2x2 tokens), and cached on disk keyed by the components and the records; after that the text encoder is dropped,
 so training holds only the DiT and the VAE. Rollouts decode their final latents with the VAE for the rewards.
 
+``model.variant``: ``edit_plus`` (Qwen-Image-Edit-2509 / 2511: diffusers' ``QwenImageEditPlusPipeline`` template,
+"Picture 1: <vision tokens>" before the instruction, as ComfyUI's TextEncodeQwenImageEditPlus) or ``edit`` (the
+first Qwen-Image-Edit: ``QwenImageEditPipeline``, vision tokens without a label). The weights cannot tell them
+apart, so the config says which; 2511's timestep-zero reference modulation comes with its weights.
+
 Components come from a Qwen-Image-Edit diffusers folder (``vae/``, ``text_encoder/``, ``processor/``): ``model.path``
 itself for ``model.kind=diffusers``, or ``model.components`` beside a single-file DiT (``model.kind=single_file``).
 """
@@ -26,6 +31,7 @@ from .rollout import CachedConditioningPolicy
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("vae", "text_encoder", "processor")
+VARIANTS = ("edit_plus", "edit")
 PARTS = ("text", "mask", "ref", "instruction_len")  # one cached row; the cache file's keys are "<id>/<part>"
 
 
@@ -83,14 +89,17 @@ class QwenEditPolicy(CachedConditioningPolicy):
     """Velocity of a Qwen-Image-Edit DiT on cached (text embeddings, mask, source latent tokens)."""
 
     def __init__(self, transformer, vae, text_encoder, processor, components: Path, resolution: int,
-                 bf16: bool = False, vlm_image_size: int = 384):
-        from diffusers import FlowMatchEulerDiscreteScheduler, QwenImageEditPipeline
+                 bf16: bool = False, vlm_image_size: int = 384, variant: str = "edit_plus"):
+        import diffusers
 
         super().__init__(bf16)
-        self._transformer, self.vae = transformer, vae
+        if variant not in VARIANTS:
+            raise ModelLoadError(f"model.variant={variant!r}: use edit_plus (Qwen-Image-Edit-2509/2511) or edit")
+        self._transformer, self.vae, self.variant = transformer, vae, variant
         # the pipeline object is only used for its encode_prompt (its template and hidden-state slicing)
-        self.pipeline = QwenImageEditPipeline(FlowMatchEulerDiscreteScheduler(), vae, text_encoder,
-                                              processor.tokenizer, processor, transformer)
+        pipeline_class = diffusers.QwenImageEditPlusPipeline if variant == "edit_plus" else diffusers.QwenImageEditPipeline
+        self.pipeline = pipeline_class(diffusers.FlowMatchEulerDiscreteScheduler(), vae, text_encoder,
+                                       processor.tokenizer, processor, transformer)
         self.scale = self.pipeline.vae_scale_factor
         if resolution % (2 * self.scale):
             raise ModelLoadError(f"data.resolution={resolution} must be a multiple of {2 * self.scale}")
@@ -108,7 +117,7 @@ class QwenEditPolicy(CachedConditioningPolicy):
     def cache_key(self, records) -> str:
         identity = {"parts": PARTS, "components": str(self.components.resolve()),
                     "files": _folder_fingerprint(self.components),
-                    "resolution": self.resolution, "vlm_image_size": self.vlm_image_size,
+                    "resolution": self.resolution, "vlm_image_size": self.vlm_image_size, "variant": self.variant,
                     "records": [[r.case_id, r.instruction, hashlib.sha256(r.source_image.tobytes()).hexdigest()]
                                 for r in records]}
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
@@ -135,10 +144,11 @@ class QwenEditPolicy(CachedConditioningPolicy):
 
         size = self.vlm_image_size
         vlm_image = Image.fromarray(record.source_image).resize((size, size), Image.BICUBIC)
-        embeds, mask = self.pipeline.encode_prompt(record.instruction, image=vlm_image, device=self.vae.device)
+        images = [vlm_image] if self.variant == "edit_plus" else vlm_image  # Plus: one "Picture n:" per list item
+        embeds, mask = self.pipeline.encode_prompt(record.instruction, image=images, device=self.vae.device)
         if mask is None:  # the pipeline drops an all-ones mask
             mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        # between <|vision_end|> and <|im_end|> (special tokens) the instruction tokenizes as it does alone
+        # after <|vision_end|> and before <|im_end|> (special tokens) the instruction tokenizes as it does alone
         n_instruction = len(self.pipeline.tokenizer(record.instruction, add_special_tokens=False)["input_ids"])
         return (embeds[0].float().cpu(), mask[0].cpu(), self.image_to_tokens(record.source_image)[0].float().cpu(),
                 torch.tensor(n_instruction))

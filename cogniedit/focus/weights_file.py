@@ -33,6 +33,8 @@ def base_model_hash(state_dict_or_module, n_values: int = 4) -> str:
     sd = state_dict_or_module.state_dict() if hasattr(state_dict_or_module, "state_dict") else state_dict_or_module
     items = []
     for key, t in sd.items():
+        if key.endswith("__index_timestep_zero__"):
+            continue  # Edit-2511's empty marker (a buffer in ComfyUI's model, a config flag in diffusers'): no weight
         for p in _PREFIXES:
             if key.startswith(p):
                 key = key[len(p):]

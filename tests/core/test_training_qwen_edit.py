@@ -149,6 +149,55 @@ def test_velocity_is_the_pipelines_transformer_call(policy, records_file):
     assert torch.allclose(got, want, atol=1e-6)
 
 
+@pytest.mark.parametrize("variant, pipeline_class", [("edit_plus", "QwenImageEditPlusPipeline"),
+                                                     ("edit", "QwenImageEditPipeline")])
+def test_each_variant_encodes_as_its_diffusers_pipeline(components, records_file, variant, pipeline_class):
+    """edit_plus (2509/2511) labels the image "Picture 1:", edit does not; each equals its own diffusers pipeline."""
+    import diffusers
+
+    from training.qwen_edit import QwenEditPolicy, load_qwen_edit
+
+    transformer, vae, text_encoder, processor, folder = load_qwen_edit({"kind": "diffusers", "path": str(components)})
+    policy = QwenEditPolicy(transformer, vae, text_encoder, processor, folder, RES, variant=variant)
+    record = read_records(records_file, RES)[2]
+    text, mask, _, n_instruction = policy.encode_record(record)
+    pipe = getattr(diffusers, pipeline_class)(diffusers.FlowMatchEulerDiscreteScheduler(), vae, text_encoder,
+                                              processor.tokenizer, processor, transformer)
+    vlm_image = Image.fromarray(record.source_image).resize((384, 384), Image.BICUBIC)
+    want, _ = pipe.encode_prompt(record.instruction, image=[vlm_image] if variant == "edit_plus" else vlm_image)
+    assert torch.equal(text, want[0]) and mask.sum() == want.shape[1]
+    assert int(n_instruction) == len(processor.tokenizer(record.instruction, add_special_tokens=False)["input_ids"])
+    label = len(processor.tokenizer("Picture 1: ", add_special_tokens=False)["input_ids"])
+    other = QwenEditPolicy(transformer, vae, text_encoder, processor, folder, RES,
+                           variant="edit" if variant == "edit_plus" else "edit_plus").encode_record(record)[0]
+    assert text.shape[0] - other.shape[0] == (label if variant == "edit_plus" else -label)
+
+
+def test_the_2511_marker_turns_on_timestep_zero_references(components, tmp_path):
+    """Edit-2511's empty marker: diffusers' zero_cond_t on (reference tokens modulated at t = 0), as in ComfyUI."""
+    from tests.fixtures.tiny_models import tiny_qwen_image_edit_2511_file
+    from training.models import load_single_file
+
+    from safetensors.torch import load_file, save_file
+
+    from cogniedit.focus.weights_file import base_model_hash
+
+    rope = {"axes_dims_rope": [8, 12, 12]}
+    marked_file = tiny_qwen_image_edit_2511_file()
+    state = load_file(str(marked_file))
+    unmarked_file = tmp_path / "unmarked.safetensors"
+    save_file({k: v for k, v in state.items() if not k.endswith("__index_timestep_zero__")}, str(unmarked_file))
+    plain, marked = load_single_file(unmarked_file, rope), load_single_file(marked_file, rope)
+    assert not plain.config.zero_cond_t and marked.config.zero_cond_t
+    assert base_model_hash(state) == base_model_hash(plain) == base_model_hash(marked)  # the marker is no weight
+    x, ref = torch.randn(1, 4, 64), torch.randn(1, 4, 64)
+    text = torch.randn(1, 7, 64)
+    outs = [m(hidden_states=torch.cat([x, ref], 1), timestep=torch.tensor([0.6]), encoder_hidden_states=text,
+              encoder_hidden_states_mask=torch.ones(1, 7), img_shapes=[[(1, 2, 2), (1, 2, 2)]],
+              return_dict=False)[0] for m in (plain, marked)]
+    assert (outs[0] - outs[1]).abs().max() > 1e-3
+
+
 def test_conditioning_cache_is_keyed_by_records_and_drops_the_text_encoder(components, records_file, tmp_path):
     from training.qwen_edit import QwenEditPolicy, load_qwen_edit
 

@@ -14,7 +14,7 @@ import torch
 from comfy_inprocess import comfy_model_of_shapeedit_editor, pack_module
 # imported before ComfyUI's own tests/ package can shadow ours
 from tests.fixtures.edit_records import write_edit_records
-from tests.fixtures.tiny_models import tiny_qwen_image_edit_folder
+from tests.fixtures.tiny_models import tiny_qwen_image_edit_2511_file, tiny_qwen_image_edit_folder
 
 pytestmark = pytest.mark.host
 
@@ -128,18 +128,20 @@ def test_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers(comfy, tr
 
 
 # ------------------------------------------------------------------------------------------------ Qwen-Image-Edit
-@pytest.fixture(scope="module")
-def trained_qwen_edit(comfy, tmp_path_factory):
+@pytest.fixture(scope="module", params=["2509", "2511"])
+def trained_qwen_edit(comfy, tmp_path_factory, request):
     """(trainer resumed at the end of a short single-file Qwen-Image-Edit run on image records with learned focus,
-    its output folder, the DiT file). The tiny DiT has the host tier's QWEN_CONFIG shape."""
+    its output folder, the DiT file). The tiny DiT has the host tier's QWEN_CONFIG shape; the 2511 file carries
+    the timestep-zero marker."""
     from training.config import load_config
     from training.grpo import Trainer, main
 
     components = tiny_qwen_image_edit_folder()
+    dit_file = components / "transformer.safetensors" if request.param == "2509" else tiny_qwen_image_edit_2511_file()
     folder = tmp_path_factory.mktemp("qwen-edit-run")
     records = write_edit_records(folder)
     out = folder / "out"
-    args = ["model.kind=single_file", f"model.path={components / 'transformer.safetensors'}",
+    args = ["model.kind=single_file", f"model.path={dit_file}",
             f"model.components={components}", "model.transformer_config.axes_dims_rope=[8,12,12]",
             f"data.records={records}", "data.resolution=32", "rewards.shapeedit.enabled=false",
             "rewards.preservation.enabled=true", "rewards.preservation.weights.ssim=1.0", f"output_dir={out}",
@@ -151,7 +153,7 @@ def trained_qwen_edit(comfy, tmp_path_factory):
     assert main([x for a in args for x in ("--set", a)]) == 0
     trainer = Trainer(load_config(None, args))
     trainer.resume("latest")
-    return trainer, out, components / "transformer.safetensors"
+    return trainer, out, dit_file
 
 
 def test_qwen_edit_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers(comfy, trained_qwen_edit):
@@ -159,17 +161,22 @@ def test_qwen_edit_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers
     Qwen-Image-Edit template); the node, given only the instruction, finds it by counting from the end."""
     from safetensors.torch import load_file
 
-    from comfy_inprocess import tiny_qwen_image
+    from comfy_inprocess import QWEN_CONFIG, tiny_qwen_image
     from training.lora import lora_disabled
-    from training.models import strip_prefixes
+    from training.models import TIMESTEP_ZERO_MARKER, strip_prefixes
 
     trainer, out, dit_file = trained_qwen_edit
+    assert trainer.policy.transformer.config.zero_cond_t == ("2511" in dit_file.name)
     loader, focus_node = pack_module("nodes.loader"), pack_module("nodes.focus")
     added = [("loras", str(out)), (loader.MODELS_FOLDER, str(out))]
     for name, path in added:
         comfy.folder_paths.add_model_folder_path(name, path)
     try:
-        base = tiny_qwen_image(comfy, state=strip_prefixes(load_file(str(dit_file))))
+        state = strip_prefixes(load_file(str(dit_file)))
+        unet_config = dict(QWEN_CONFIG)
+        if TIMESTEP_ZERO_MARKER in state:  # what ComfyUI's detection derives from the marker
+            unet_config["default_ref_method"] = "index_timestep_zero"
+        base = tiny_qwen_image(comfy, state=state, unet_config=unet_config)
         model, focus_weights, report = loader.CogniEditLoader.execute(base, "lora.safetensors", 1.0,
                                                                       "focus.safetensors").args
     finally:
