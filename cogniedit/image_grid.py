@@ -11,7 +11,8 @@ BLACK = (0, 0, 0)
 
 def save_image_grid(path, titles, rows, tile: int) -> None:
     """``rows``: ``[(images, caption, caption_rgb), ...]``, one uint8 ``[H, W, 3]`` image per title; each image
-    is scaled to ``tile`` pixels square (nearest neighbour: pixel-exact sheets of small images)."""
+    is scaled to fit a ``tile`` pixel square, its aspect kept (nearest neighbour: pixel-exact sheets of small
+    images)."""
     from PIL import Image, ImageDraw, ImageFont
 
     if not rows:
@@ -27,8 +28,11 @@ def save_image_grid(path, titles, rows, tile: int) -> None:
     for r, (images, text, colour) in enumerate(rows):
         y = header + r * (tile + caption + 2 * pad)
         for i, img in enumerate(images):
-            canvas.paste(Image.fromarray(np.asarray(img, np.uint8)).resize((tile, tile), Image.NEAREST),
-                         (pad + i * (tile + pad), y))
+            picture = Image.fromarray(np.asarray(img, np.uint8))
+            scale = tile / max(picture.size)
+            w, h = max(1, round(picture.width * scale)), max(1, round(picture.height * scale))
+            canvas.paste(picture.resize((w, h), Image.NEAREST),
+                         (pad + i * (tile + pad) + (tile - w) // 2, y + (tile - h) // 2))
         while len(text) > 3 and draw.textlength(text, font=font) > width - 2 * pad:
             text = text[:-4] + "..."
         draw.text((pad, y + tile + 2), text, fill=colour, font=font)

@@ -33,7 +33,8 @@ DEFAULTS: dict = {
         "seed": 0,
         "kinds": None,                 # restrict generated case kinds (list) or None for all
         "records": None,               # real models: JSONL of {"image", "instruction", "mask"?} (training/image_records.py)
-        "resolution": 512,             # real models: records are centre-cropped and resized to this square size
+        "resolution": 512,             # real models: images get about resolution**2 pixels (their aspect bucket, or a square)
+        "buckets": True,               # real models: aspect buckets 1:2..2:1, one bucket per batch (False: centre-crop squares)
         "vlm_image_size": 384,         # real models: the source image the text encoder sees (384x384, as ComfyUI and the authors)
         "cache_dir": None,             # real models: where the cached conditioning goes (None = <output_dir>/cache)
     },

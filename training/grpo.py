@@ -25,6 +25,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .advantages import compute_advantages
 from .config import ConfigError, config_json, load_config
+from .image_records import group_by_size
 from .lora import inject_lora, lora_parameters, load_lora_state_dict, lora_state_dict, read_lora_file, save_lora_file
 from .objectives import ObjectiveSettings, compute_objective, draw_steps
 from .rewards import build_rewards, score_all
@@ -53,7 +54,7 @@ def load_cases(data: dict):
         from .image_records import RecordError, read_records
 
         try:
-            return read_records(data["records"], int(data["resolution"]))
+            return read_records(data["records"], int(data["resolution"]), buckets=bool(data["buckets"]))
         except RecordError as exc:
             raise ConfigError(str(exc)) from exc
     if data.get("cases"):
@@ -85,6 +86,7 @@ class Trainer:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.cases = load_cases(config["data"])
+        self.buckets = group_by_size(self.cases) if config["data"]["records"] else None
         self.policy, self.base_hash = self._build_policy()
         lora_cfg = config["lora"]
         self.lora_layers = inject_lora(self.policy.transformer, int(lora_cfg["rank"]), float(lora_cfg["alpha"]),
@@ -249,9 +251,15 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- one step
     def step_cases(self, step: int):
+        """B cases for this step (a function of seed, step and rank). Image records come from one size bucket,
+        drawn with probability proportional to its number of records."""
         b = int(self.config["rollout"]["cases_per_step"])
         rng = np.random.default_rng(derived_seed(self.config["seed"], step, "cases", self.rank))
-        return [self.cases[i] for i in rng.choice(len(self.cases), size=min(b, len(self.cases)), replace=False)]
+        pool = np.arange(len(self.cases))
+        if self.buckets is not None and len(self.buckets) > 1:
+            sizes = np.array([len(v) for v in self.buckets.values()], dtype=float)
+            pool = np.array(list(self.buckets.values())[rng.choice(len(sizes), p=sizes / sizes.sum())])
+        return [self.cases[i] for i in rng.choice(pool, size=min(b, len(pool)), replace=False)]
 
     def train_step(self, step: int) -> dict:
         cfg = self.config
@@ -346,19 +354,21 @@ class Trainer:
             save_grid(path, cases, out, [score_edit(o, c) for o, c in zip(out, cases)], rows=len(cases))
 
     def _save_record_samples(self, path: Path, cases) -> None:
+        """One ODE edit per record (records may differ in size), source | edited per row."""
         from cogniedit.image_grid import BLACK, save_image_grid
         from cogniedit.sampling import flow_sigmas, initial_noise, sample_trajectory
 
         r = self.config["rollout"]
-        cond = self.policy.encode_cases(cases).to(self.device)
-        x = torch.stack([initial_noise(self.policy.latent_shape(1)[1:], i) for i in range(len(cases))])
-        with torch.no_grad():
-            traj = sample_trajectory(self.policy.velocity_fn(cond), x.to(self.device),
-                                     flow_sigmas(int(r["steps"]), float(r["shift"])), eta=0.0)
-        out = self.policy.decode(traj.final)
+        rows = []
+        for i, case in enumerate(cases):
+            cond = self.policy.encode_cases([case]).to(self.device)
+            x = initial_noise(self.policy.latent_shape(1, cond), i).to(self.device)
+            with torch.no_grad():
+                traj = sample_trajectory(self.policy.velocity_fn(cond), x,
+                                         flow_sigmas(int(r["steps"]), float(r["shift"])), eta=0.0)
+            rows.append(((case.source_image, self.policy.decode(traj.final, cond)[0]), case.instruction, BLACK))
         if self.rank == 0:
-            rows = [((c.source_image, o), c.instruction, BLACK) for c, o in zip(cases, out)]
-            save_image_grid(path, ("source", "edited"), rows, max(96, out.shape[1]))
+            save_image_grid(path, ("source", "edited"), rows, max(96, max(c.source_image.shape[0] for c in cases)))
 
     # ------------------------------------------------------------------------------------------- loop
     def train(self, resume: str | None = None) -> dict:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 COMPONENTS = ("vae", "text_encoder", "processor")
 VARIANTS = ("edit_plus", "edit")
-PARTS = ("text", "mask", "ref", "instruction_len")  # one cached row; the cache file's keys are "<id>/<part>"
+PARTS = ("text", "mask", "ref", "instruction_len", "grid")  # one cached row; cache file keys are "<id>/<part>"
 
 
 def components_folder(model_config: dict) -> Path:
@@ -104,7 +104,6 @@ class QwenEditPolicy(CachedConditioningPolicy):
         if resolution % (2 * self.scale):
             raise ModelLoadError(f"data.resolution={resolution} must be a multiple of {2 * self.scale}")
         self.resolution = resolution
-        self.grid = resolution // self.scale // 2  # packed tokens per side
         self.channels = 4 * vae.config.z_dim
         self.components = components
         self.vlm_image_size = int(vlm_image_size)  # the authors' and ComfyUI's 384x384-area VLM condition image
@@ -118,8 +117,8 @@ class QwenEditPolicy(CachedConditioningPolicy):
         identity = {"parts": PARTS, "components": str(self.components.resolve()),
                     "files": _folder_fingerprint(self.components),
                     "resolution": self.resolution, "vlm_image_size": self.vlm_image_size, "variant": self.variant,
-                    "records": [[r.case_id, r.instruction, hashlib.sha256(r.source_image.tobytes()).hexdigest()]
-                                for r in records]}
+                    "records": [[r.case_id, r.instruction, list(r.source_image.shape),
+                                 hashlib.sha256(r.source_image.tobytes()).hexdigest()] for r in records]}
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
 
     def _latent_stats(self, device, dtype):
@@ -130,7 +129,7 @@ class QwenEditPolicy(CachedConditioningPolicy):
 
     @torch.no_grad()
     def image_to_tokens(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 [R, R, 3] -> normalised VAE latent packed into 2x2 tokens [1, grid*grid, 4*z]."""
+        """uint8 [H, W, 3] -> normalised VAE latent packed into 2x2 tokens [1, (H/16)*(W/16), 4*z] (scale 8)."""
         device, dtype = self.vae.device, self.vae.dtype
         pixels = torch.tensor(np.asarray(image, np.uint8)).to(device, dtype).permute(2, 0, 1)[None, :, None]
         latent = self.vae.encode(pixels / 127.5 - 1.0).latent_dist.mode()  # the pipeline's "argmax" sample
@@ -138,20 +137,27 @@ class QwenEditPolicy(CachedConditioningPolicy):
         return rearrange((latent - mean) / std, "b c 1 (h ph) (w pw) -> b (h w) (c ph pw)", ph=2, pw=2)
 
     @torch.no_grad()
-    def encode_record(self, record) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(text [L, D], mask [L], source tokens [T, C], instruction token count []) of one record."""
+    def encode_record(self, record) -> tuple[torch.Tensor, ...]:
+        """(text [L, D], mask [L], source tokens [T, C], instruction token count [], token grid [2] = (rows, cols))
+        of one record."""
+        from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import calculate_dimensions
         from PIL import Image
 
-        size = self.vlm_image_size
-        vlm_image = Image.fromarray(record.source_image).resize((size, size), Image.BICUBIC)
+        h, w = record.source_image.shape[:2]
+        if h % (2 * self.scale) or w % (2 * self.scale):
+            raise ModelLoadError(f"record {record.case_id!r} is {w}x{h}; sides must be multiples of {2 * self.scale}")
+        # the text encoder sees the source at about vlm_image_size**2 pixels, its aspect kept (as the pipeline does)
+        vlm_w, vlm_h = calculate_dimensions(self.vlm_image_size ** 2, w / h)
+        vlm_image = Image.fromarray(record.source_image).resize((vlm_w, vlm_h), Image.BICUBIC)
         images = [vlm_image] if self.variant == "edit_plus" else vlm_image  # Plus: one "Picture n:" per list item
         embeds, mask = self.pipeline.encode_prompt(record.instruction, image=images, device=self.vae.device)
         if mask is None:  # the pipeline drops an all-ones mask
             mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         # after <|vision_end|> and before <|im_end|> (special tokens) the instruction tokenizes as it does alone
         n_instruction = len(self.pipeline.tokenizer(record.instruction, add_special_tokens=False)["input_ids"])
+        grid = torch.tensor([h // (2 * self.scale), w // (2 * self.scale)])
         return (embeds[0].float().cpu(), mask[0].cpu(), self.image_to_tokens(record.source_image)[0].float().cpu(),
-                torch.tensor(n_instruction))
+                torch.tensor(n_instruction), grid)
 
     def precompute(self, records, cache_dir: Path | None) -> None:
         """Encode every record once (or read the cache file), then drop the text encoder."""
@@ -181,25 +187,32 @@ class QwenEditPolicy(CachedConditioningPolicy):
             if self.pipeline.text_encoder is None:
                 raise RuntimeError(f"record {case.case_id!r} was not precomputed and the text encoder is gone")
             self._cache[case.case_id] = self.encode_record(case)
-        return self.collate([self._cache[c.case_id] for c in cases])
+        rows = [self._cache[c.case_id] for c in cases]
+        grids = {tuple(int(v) for v in row[4]) for row in rows}
+        if len(grids) != 1:
+            raise ValueError(f"one batch needs one image size; got token grids {sorted(grids)} (draw from one bucket)")
+        cond = self.collate([row[:4] for row in rows])
+        cond.grid = grids.pop()
+        return cond
 
     # ---------------------------------------------------------------------------- model calls
     def velocity(self, x, sigma, cond):
         n = x.shape[0]
         timestep = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(n)
-        shapes = [[(1, self.grid, self.grid), (1, self.grid, self.grid)]] * n
+        shapes = [[(1, *cond.grid), (1, *cond.grid)]] * n
         out = self.transformer(hidden_states=torch.cat([x, cond.ref.to(x.dtype)], 1), timestep=timestep,
                                encoder_hidden_states=cond.text.to(x.dtype), encoder_hidden_states_mask=cond.mask,
                                img_shapes=shapes, return_dict=False)[0]
         return out[:, :x.shape[1]]
 
-    def latent_shape(self, n: int) -> tuple:
-        return (n, self.grid * self.grid, self.channels)
+    def latent_shape(self, n: int, cond=None) -> tuple:
+        """Noisy latent tokens of ``n`` samples of ``cond``'s image size (its reference tokens' count)."""
+        return (n, cond.ref.shape[1], self.channels)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
+    def decode(self, latents: torch.Tensor, cond=None) -> np.ndarray:
         tokens = latents.detach().to(self.vae.device, self.vae.dtype)
-        latent = rearrange(tokens, "b (h w) (c ph pw) -> b c 1 (h ph) (w pw)", h=self.grid, ph=2, pw=2)
+        latent = rearrange(tokens, "b (h w) (c ph pw) -> b c 1 (h ph) (w pw)", h=cond.grid[0], ph=2, pw=2)
         mean, std = self._latent_stats(latent.device, latent.dtype)
         pixels = self.vae.decode(latent * std + mean, return_dict=False)[0][:, :, 0]
         pixels = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -33,10 +33,11 @@ class Conditioning:
     mask: torch.Tensor   # [N, L]
     ref: torch.Tensor    # [N, tokens, channels]
     instruction_len: torch.Tensor | None = None  # [N]: the instruction's tokens before the suffix (None: all)
+    grid: tuple[int, int] | None = None          # (rows, cols) of the image token grid, where it varies by batch
 
     def _map(self, fn) -> "Conditioning":
         return Conditioning(*(None if t is None else fn(t)
-                              for t in (self.text, self.mask, self.ref, self.instruction_len)))
+                              for t in (self.text, self.mask, self.ref, self.instruction_len)), grid=self.grid)
 
     def repeat(self, group_size: int) -> "Conditioning":
         return self._map(lambda t: t.repeat_interleave(group_size, 0))
@@ -78,17 +79,22 @@ class CachedConditioningPolicy:
 
         self.focus = module
         # the source image's tokens follow the noisy ones; like the editor, bias only the noisy-image query rows
-        self.focus_state = FocusState(None, float(strength), n_reference=self.latent_shape(1)[1])
+        # (n_reference: their count, set per call where image sizes vary)
+        self.focus_state = FocusState(None, float(strength), n_reference=0)
         install_focus_processors(self.transformer, self.focus_state)
 
     @contextlib.contextmanager
-    def focus_applied(self, text_mask: torch.Tensor, enabled: bool = True, instruction_len=None):
+    def focus_applied(self, text_mask: torch.Tensor, enabled: bool = True, instruction_len=None,
+                      n_reference: int | None = None):
         """Learned focus on for the calls inside (``text_mask``: the cached mask; valid tokens end with the
-        instruction and the 5 suffix tokens; ``instruction_len``: see ``learned_focus_hooks``)."""
+        instruction and the 5 suffix tokens; ``instruction_len``: see ``learned_focus_hooks``; ``n_reference``:
+        the source image's token count, default the policy's fixed one)."""
         if self.focus is None or not enabled:
             yield
             return
         from cogniedit.shapes.cogniedit_editor import learned_focus_hooks
+
+        self.focus_state.n_reference = n_reference if n_reference is not None else self.latent_shape(1)[1]
 
         handles = learned_focus_hooks(self.transformer, self.focus, self.focus_state, text_mask, detach=False,
                                       instruction_len=instruction_len)
@@ -105,7 +111,7 @@ class CachedConditioningPolicy:
     def velocity_fn(self, cond: Conditioning, focus: bool = True):
         def fn(x, sigma):
             autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-            with autocast, self.focus_applied(cond.mask, focus, cond.instruction_len):
+            with autocast, self.focus_applied(cond.mask, focus, cond.instruction_len, cond.ref.shape[1]):
                 v = self.velocity(x, sigma, cond)
             return v.to(x.dtype)
         return fn
@@ -148,12 +154,12 @@ class ShapeEditPolicy(CachedConditioningPolicy):
     def velocity(self, x, sigma, cond: Conditioning) -> torch.Tensor:
         return self.editor.velocity(x, sigma, (cond.text, cond.mask), cond.ref)
 
-    def latent_shape(self, n: int) -> tuple:
+    def latent_shape(self, n: int, cond: Conditioning | None = None) -> tuple:
         from cogniedit.shapes.editor.latent import GRID, TOKEN_CHANNELS
 
         return (n, GRID * GRID, TOKEN_CHANNELS)
 
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
+    def decode(self, latents: torch.Tensor, cond: Conditioning | None = None) -> np.ndarray:
         return self.editor.latent_to_image(latents.detach().float().cpu())
 
 
@@ -162,7 +168,7 @@ def rollout(policy, cond: Conditioning, rollout_cfg: dict, seed: int, step: int)
     g = int(rollout_cfg["group_size"])
     b = cond.text.shape[0]
     full = cond.repeat(g)
-    one = policy.latent_shape(1)[1:]
+    one = policy.latent_shape(1, cond)[1:]
     if rollout_cfg.get("shared_noise"):
         noise = [initial_noise(one, derived_seed(seed, step, "init", i)) for i in range(b) for _ in range(g)]
     else:
@@ -172,4 +178,4 @@ def rollout(policy, cond: Conditioning, rollout_cfg: dict, seed: int, step: int)
     generator = torch.Generator().manual_seed(derived_seed(seed, step, "sde"))
     traj = sample_trajectory(policy.velocity_fn(full), x_init, sigmas, eta=float(rollout_cfg["eta"]),
                              generator=generator)
-    return Rollouts(traj.sigmas, traj.latents, traj.log_probs, traj.means, traj.eta), policy.decode(traj.final)
+    return Rollouts(traj.sigmas, traj.latents, traj.log_probs, traj.means, traj.eta), policy.decode(traj.final, cond)

@@ -83,6 +83,24 @@ def test_duplicate_ids_and_bad_resolutions_are_refused(records_file):
         read_records(records_file, 40)
 
 
+def test_images_go_to_the_bucket_of_their_aspect_ratio(tmp_path):
+    from training.image_records import bucket_sizes, group_by_size
+
+    sizes = bucket_sizes(512, 16)
+    assert (512, 512) in sizes and all(w % 16 == 0 and h % 16 == 0 and 0.5 <= w / h <= 2 for w, h in sizes)
+    assert all(abs(w * h / 512**2 - 1) < 0.1 for w, h in sizes) and all((h, w) in sizes for w, h in sizes)
+    lines = []
+    for i, (w, h) in enumerate([(48, 48), (120, 60), (50, 100), (64, 60)]):
+        Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "instruction": "x"}))
+    (tmp_path / "r.jsonl").write_text("\n".join(lines))
+    records = read_records(tmp_path / "r.jsonl", 64)
+    assert [r.source_image.shape[:2] for r in records] == [(64, 64), (48, 96), (96, 48), (64, 64)]
+    assert group_by_size(records) == {(48, 96): [1], (64, 64): [0, 3], (96, 48): [2]}
+    squares = read_records(tmp_path / "r.jsonl", 64, buckets=False)
+    assert {r.source_image.shape[:2] for r in squares} == {(64, 64)}
+
+
 def test_preservation_of_records_ignores_the_masked_region(records_file):
     record = read_records(records_file, RES)[0]
     reward = PreservationReward()
@@ -117,7 +135,9 @@ def test_tokens_and_decoding_equal_diffusers_pipeline(policy, records_file):
         grid = RES // pipe.vae_scale_factor
         want = pipe._pack_latents(latents, 1, latents.shape[1], grid, grid)
     tokens = policy.image_to_tokens(record.source_image)
-    assert tokens.shape == policy.latent_shape(1) == (1, (grid // 2) ** 2, 4 * latents.shape[1])
+    cond = policy.collate([policy.encode_record(record)[:4]])
+    cond.grid = (grid // 2, grid // 2)
+    assert tokens.shape == policy.latent_shape(1, cond) == (1, (grid // 2) ** 2, 4 * latents.shape[1])
     assert torch.allclose(tokens, want, atol=1e-6)
     with torch.no_grad():
         unpacked = pipe._unpack_latents(tokens, RES, RES, pipe.vae_scale_factor)
@@ -126,7 +146,7 @@ def test_tokens_and_decoding_equal_diffusers_pipeline(policy, records_file):
         std = torch.tensor(pipe.vae.config.latents_std).view(1, z_dim, 1, 1, 1)
         decoded = pipe.vae.decode(unpacked * std + mean, return_dict=False)[0][:, :, 0]
         want_img = pipe.image_processor.postprocess(decoded, output_type="np")
-    got = policy.decode(tokens)
+    got = policy.decode(tokens, cond)
     assert got.shape == (1, RES, RES, 3) and got.dtype == np.uint8
     assert np.abs(got.astype(int) - np.round(want_img * 255).astype(int)).max() <= 1
 
@@ -134,13 +154,13 @@ def test_tokens_and_decoding_equal_diffusers_pipeline(policy, records_file):
 def test_velocity_is_the_pipelines_transformer_call(policy, records_file):
     policy, _ = policy
     record = read_records(records_file, RES)[1]
-    row = policy.encode_record(record)
-    cond = policy.collate([row])
+    cond = policy.encode_cases([record])
     vlm_image = Image.fromarray(record.source_image).resize((384, 384), Image.BICUBIC)  # 384x384, as ComfyUI
     embeds, mask = policy.pipeline.encode_prompt(record.instruction, image=vlm_image)
     assert torch.equal(cond.text[0], embeds[0]) and (mask is None or torch.equal(cond.mask[0], mask[0]))
-    x = torch.randn(policy.latent_shape(1), generator=torch.Generator().manual_seed(0))
-    grid = policy.grid
+    x = torch.randn(policy.latent_shape(1, cond), generator=torch.Generator().manual_seed(0))
+    grid = cond.grid[0]
+    assert cond.grid == (RES // 16, RES // 16)
     with torch.no_grad():
         want = policy.transformer(hidden_states=torch.cat([x, cond.ref], 1), timestep=torch.tensor([0.7]),
                                   encoder_hidden_states=embeds, encoder_hidden_states_mask=mask,
@@ -160,7 +180,7 @@ def test_each_variant_encodes_as_its_diffusers_pipeline(components, records_file
     transformer, vae, text_encoder, processor, folder = load_qwen_edit({"kind": "diffusers", "path": str(components)})
     policy = QwenEditPolicy(transformer, vae, text_encoder, processor, folder, RES, variant=variant)
     record = read_records(records_file, RES)[2]
-    text, mask, _, n_instruction = policy.encode_record(record)
+    text, mask, _, n_instruction, _ = policy.encode_record(record)
     pipe = getattr(diffusers, pipeline_class)(diffusers.FlowMatchEulerDiscreteScheduler(), vae, text_encoder,
                                               processor.tokenizer, processor, transformer)
     vlm_image = Image.fromarray(record.source_image).resize((384, 384), Image.BICUBIC)
@@ -247,11 +267,39 @@ def test_short_run_writes_a_lora_that_changes_the_policy(components, records_fil
     trainer.resume("latest")
     policy = trainer.policy
     cond = policy.encode_cases(trainer.cases[:1])
-    x = torch.randn(policy.latent_shape(1), generator=torch.Generator().manual_seed(1))
+    x = torch.randn(policy.latent_shape(1, cond), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         trained = policy.velocity_fn(cond)(x, torch.tensor([0.6]))
         base = policy.reference_velocity_fn(cond)(x, torch.tensor([0.6]))
     assert (trained - base).abs().max() > 1e-6
+
+
+def test_batches_come_from_one_bucket_and_train(components, tmp_path):
+    """Wide and square records: each step's cases share one size; the run trains and draws its sample sheet."""
+    from tests.fixtures.edit_records import write_edit_records
+
+    (tmp_path / "wide").mkdir()
+    (tmp_path / "square").mkdir()
+    wide = write_edit_records(tmp_path / "wide", n=3, height=32, width=64)
+    square = write_edit_records(tmp_path / "square", n=3, height=48, width=48, seed=1)
+    merged = tmp_path / "all.jsonl"
+    rows = [dict(json.loads(line), id=f"{f.parent.name}-{i}", image=f"{f.parent.name}/{json.loads(line)['image']}",
+                 mask=f"{f.parent.name}/{json.loads(line)['mask']}")
+            for f in (wide, square) for i, line in enumerate(f.read_text().splitlines())]
+    merged.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "out"
+    args = [a for a in run_args(["model.kind=diffusers", f"model.path={components}"], merged, out, steps=2)
+            if not a.startswith("data.resolution")] + ["data.resolution=48", "log.sample_every=2",
+                                                         "log.sample_cases=6"]
+    assert main(flags(args)) == 0
+    trainer = Trainer(load_config(None, args))
+    assert sorted(trainer.buckets) == [(32, 64), (48, 48)]
+    for step in range(1, 9):
+        assert len({c.source_image.shape for c in trainer.step_cases(step)}) == 1
+    assert {tuple(c.source_image.shape[:2]) for s in range(1, 9) for c in trainer.step_cases(s)} == {(32, 64), (48, 48)}
+    wide_cond = trainer.policy.encode_cases([c for c in trainer.cases if c.source_image.shape[1] == 64][:2])
+    assert wide_cond.grid == (2, 4) and wide_cond.ref.shape[1] == 8
+    assert (out / "samples" / "step-000002.png").is_file()
 
 
 def test_vlm_judge_scores_record_edits_over_http(components, records_file, tmp_path):
@@ -287,9 +335,9 @@ def test_learned_focus_trains_on_the_instruction_tokens_only(components, records
     cond = policy.encode_cases(trainer.cases[:2])
     valid = cond.mask.sum(1)
     assert (cond.instruction_len > 0).all() and (cond.instruction_len + 5 < valid).all()  # vision tokens first
-    x = torch.randn(policy.latent_shape(2), generator=torch.Generator().manual_seed(2))
+    x = torch.randn(policy.latent_shape(2, cond), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        with policy.focus_applied(cond.mask, True, cond.instruction_len):
+        with policy.focus_applied(cond.mask, True, cond.instruction_len, cond.ref.shape[1]):
             focused = policy.velocity(x, torch.tensor([0.5]), cond)
             weights = {i: w.clone() for i, w in policy.focus_state.block_weights.items()}
         plain = policy.velocity(x, torch.tensor([0.5]), cond)

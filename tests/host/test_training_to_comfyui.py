@@ -191,16 +191,16 @@ def test_qwen_edit_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers
     policy = trainer.policy
     cond = policy.encode_cases([case])  # the cached Qwen2.5-VL embeddings and source latent tokens
     assert cond.text.shape[1] > int(cond.instruction_len) + 5  # vision tokens precede the instruction
-    x = torch.randn(policy.latent_shape(1), generator=torch.Generator().manual_seed(5))
+    x = torch.randn(policy.latent_shape(1, cond), generator=torch.Generator().manual_seed(5))
     for sigma in (0.8, 0.3):
         s = torch.tensor([sigma])
-        unpatched = comfy_dit_output(comfy, base, x, s, cond.text, cond.ref, policy.grid)
+        unpatched = comfy_dit_output(comfy, base, x, s, cond.text, cond.ref, cond.grid[0])
         with torch.no_grad():
             with lora_disabled(policy.transformer):
                 assert torch.allclose(unpatched, policy.velocity_fn(cond, focus=False)(x, s), atol=1e-6)
             want = policy.velocity_fn(cond)(x, s)
-        got = comfy_dit_output(comfy, patched, x, s, cond.text, cond.ref, policy.grid)
+        got = comfy_dit_output(comfy, patched, x, s, cond.text, cond.ref, cond.grid[0])
         assert torch.allclose(got, want, atol=1e-6), float((got - want).abs().max())
         assert (got - unpatched).abs().max() > 1e-4  # the files really change the model
-        lora_only = comfy_dit_output(comfy, model, x, s, cond.text, cond.ref, policy.grid)
+        lora_only = comfy_dit_output(comfy, model, x, s, cond.text, cond.ref, cond.grid[0])
         assert (got - lora_only).abs().max() > 2e-5  # and the focus file is part of it (tiny model: small effects)
