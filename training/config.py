@@ -81,6 +81,7 @@ DEFAULTS: dict = {
         "xi": 8,
         "window": 16,
         "strength": 1.0,               # attention forcing on the predicted window: logits + log(1 + strength * w)
+        "gate_init": None,             # warm start: gate logit a = sigmoid(gate) scaling the relocation (e.g. -4: near identity); None = paper (a = 1)
         "lr": 0.0,                     # learning rate of the focus parameters (0 = optim.lr)
     },
     "optim": {

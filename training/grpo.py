@@ -163,8 +163,10 @@ class Trainer:
 
         with torch.random.fork_rng(devices=[]):  # its own seed: enabling focus leaves every other draw unchanged
             torch.manual_seed(derived_seed(seed, "focus-init"))
+            gate = focus_cfg["gate_init"]
             module = LearnedFocus.for_model(self.policy.transformer, blocks=str(focus_cfg["blocks"]),
-                                            xi=int(focus_cfg["xi"]), window=int(focus_cfg["window"]))
+                                            xi=int(focus_cfg["xi"]), window=int(focus_cfg["window"]),
+                                            gate_init=None if gate is None else float(gate))
         module.to(self.device)
         self.policy.enable_learned_focus(module, float(focus_cfg["strength"]))
         return module

@@ -10,6 +10,12 @@ Here the start is a distribution ``p`` over starts; the window is written softly
 ``h'_j = (1 - w_j) h_j + sum_s p_s * soft[j - s]`` with ``w_j = sum_{s <= j < s + xi} p_s``, which is
 differentiable in both the predictor and the soft tokens. ``hard=True`` uses a straight-through one-hot
 (forward = the code's argmax replacement, backward = the soft gradients).
+
+Optional gate (ours, for a warm start): with a per-layer ``gate`` logit, ``a = sigmoid(gate)`` scales the whole
+relocation, ``h'_j = (1 - a w_j) h_j + a sum_s p_s soft[j - s]`` and window weights ``a w`` (so the attention
+forcing too). A module started at a strongly negative gate is near the identity, so fine-tuning starts from the
+base model's behaviour instead of one whose instruction tokens are overwritten by random soft tokens. Without a
+gate (the paper, files written before it) ``a = 1``.
 """
 
 from __future__ import annotations
@@ -55,11 +61,11 @@ class LearnedFocus(nn.Module):
 
     ``block_indices``: the DiT blocks (of the main/double stack) the module acts on, in order; layer k
     of this module serves block ``block_indices[k]``. State-dict names: ``soft_tokens`` [n, xi, d],
-    ``predictors.<k>.weight|bias``.
+    ``predictors.<k>.weight|bias`` and, with ``gate_init``, ``gate`` [n] (logits; see the module docstring).
     """
 
     def __init__(self, hidden_size: int, block_indices: Sequence[int], xi: int = 64, window: int = 128,
-                 init_std: float = 0.02):
+                 init_std: float = 0.02, gate_init: float | None = None):
         super().__init__()
         if xi < 1 or window < xi:
             raise ValueError(f"need 1 <= xi <= window, got xi={xi}, window={window}")
@@ -68,10 +74,11 @@ class LearnedFocus(nn.Module):
         n = len(self.block_indices)
         self.soft_tokens = nn.Parameter(torch.randn(n, xi, hidden_size) * init_std)
         self.predictors = nn.ModuleList(nn.Linear(window, window - xi + 1) for _ in range(n))
+        self.gate = None if gate_init is None else nn.Parameter(torch.full((n,), float(gate_init)))
 
     @classmethod
     def for_model(cls, model: nn.Module, blocks: str = "last:9", xi: int = 64, window: int = 128,
-                  hidden_size: int | None = None) -> "LearnedFocus":
+                  hidden_size: int | None = None, gate_init: float | None = None) -> "LearnedFocus":
         """Blocks counted from the model itself (the paper's code: the last 9 of 60 blocks)."""
         counts = count_blocks(model)
         total = counts.get("double", 0) or counts.get("single", 0)
@@ -79,7 +86,7 @@ class LearnedFocus(nn.Module):
         chosen = [i for i in range(total) if block_active(i, spec, "double", total)]
         if not chosen:
             raise ValueError(f"block spec {blocks!r} selects none of the model's {total} blocks")
-        return cls(hidden_size or text_hidden_size(model), chosen, xi=xi, window=window)
+        return cls(hidden_size or text_hidden_size(model), chosen, xi=xi, window=window, gate_init=gate_init)
 
     def layer_of(self, block_index: int) -> int | None:
         try:
@@ -146,5 +153,8 @@ class LearnedFocus(nn.Module):
         window_w = txt.new_zeros(b, s).scatter_add(1, idx, w)
         written_full = txt.new_zeros(txt.shape).scatter_add(1, idx[..., None].expand(-1, -1, txt.shape[2]),
                                                             written * in_range[..., None])
+        if self.gate is not None:
+            a = torch.sigmoid(self.gate[layer]).to(txt.dtype)
+            window_w, written_full = a * window_w, a * written_full
         new_txt = txt * (1 - window_w)[..., None] + written_full
         return new_txt, window_w

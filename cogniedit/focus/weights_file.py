@@ -122,7 +122,9 @@ def learned_focus_from(tensors: dict, meta: dict, what: str):
 
     try:
         blocks = [int(b) for b in str(meta["blocks"]).split(",") if b]
-        module = LearnedFocus(int(meta["hidden_size"]), blocks, xi=int(meta["xi"]), window=int(meta["window"]))
+        gate = 0.0 if "gate" in tensors else None  # gated files (a warm-started run) carry their gate logits
+        module = LearnedFocus(int(meta["hidden_size"]), blocks, xi=int(meta["xi"]), window=int(meta["window"]),
+                              gate_init=gate)
         module.load_state_dict(tensors)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise FocusWeightsError(f"{what} do not describe a LearnedFocus module ({exc}); re-export them with the "

@@ -95,3 +95,40 @@ def test_per_sample_instruction_starts():
     new, w = lf(txt, 0, text_start=torch.tensor([1, 6]), hard=True)  # sample 1: only 3 instruction tokens
     assert torch.equal(new[0, :1], txt[0, :1]) and torch.equal(new[1, :6], txt[1, :6])
     assert w.sum(-1).tolist() == [2.0, 2.0] and torch.count_nonzero(w[1, :6]) == 0
+
+
+def test_gate_scales_the_whole_relocation_and_its_absence_is_the_paper():
+    """sigmoid(gate) scales the written tokens and the window weights: a very negative gate is the identity,
+    a very positive one the ungated (paper's) module; the gate still gets gradient near the identity."""
+    torch.manual_seed(0)
+    plain = LearnedFocus(16, [0, 1], xi=2, window=4)
+    txt = torch.randn(2, 7, 16)
+    want_txt, want_w = plain(txt, 1, 1, 5)
+    for logit, expect_identity in ((-40.0, True), (40.0, False)):
+        gated = LearnedFocus(16, [0, 1], xi=2, window=4, gate_init=logit)
+        gated.load_state_dict({**plain.state_dict(), "gate": torch.full((2,), logit)})
+        new_txt, w = gated(txt, 1, 1, 5)
+        if expect_identity:
+            assert torch.allclose(new_txt, txt, atol=1e-12) and w.abs().max() < 1e-12
+        else:
+            assert torch.allclose(new_txt, want_txt) and torch.allclose(w, want_w)
+    warm = LearnedFocus(16, [0, 1], xi=2, window=4, gate_init=-4.0)
+    new_txt, w = warm(txt, 0, 1, 5)
+    (new_txt.sum() + w.sum()).backward()
+    assert warm.gate.grad[0] != 0 and warm.soft_tokens.grad[0].abs().sum() > 0
+    assert float(w.sum(1).max()) == pytest.approx(2 * torch.sigmoid(torch.tensor(-4.0)).item(), rel=1e-5)
+
+
+def test_gated_focus_files_round_trip(tmp_path):
+    from cogniedit.focus.weights_file import learned_focus_from, load_focus_weights, save_focus_weights
+
+    torch.manual_seed(1)
+    module = LearnedFocus(16, [2, 5], xi=2, window=4, gate_init=-1.5)
+    path = save_focus_weights(tmp_path / "f.safetensors", module, {"family": "shapeedit", "base_hash": "abc"})
+    tensors, meta = load_focus_weights(path)
+    loaded = learned_focus_from(tensors, meta, "the test file")
+    assert loaded.gate is not None and torch.equal(loaded.gate, module.gate)
+    txt = torch.randn(1, 6, 16)
+    assert all(torch.equal(a, b) for a, b in zip(loaded(txt, 5, 0, 6), module(txt, 5, 0, 6)))
+    ungated = learned_focus_from({k: v for k, v in tensors.items() if k != "gate"}, meta, "the test file")
+    assert ungated.gate is None  # files without a gate (the paper's module, older runs) load as before

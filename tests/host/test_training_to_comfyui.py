@@ -132,7 +132,7 @@ def test_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers(comfy, tr
 def trained_qwen_edit(comfy, tmp_path_factory, request):
     """(trainer resumed at the end of a short single-file Qwen-Image-Edit run on image records with learned focus,
     its output folder, the DiT file). The tiny DiT has the host tier's QWEN_CONFIG shape; the 2511 file carries
-    the timestep-zero marker."""
+    the timestep-zero marker, and its run uses the focus gate."""
     from training.config import load_config
     from training.grpo import Trainer, main
 
@@ -150,6 +150,8 @@ def trained_qwen_edit(comfy, tmp_path_factory, request):
             "advantages.min_group_std=0", "lora.targets=[to_q,to_k,to_v,to_out.0,add_k_proj,img_mlp.net.2]",
             "focus.enabled=true", "focus.blocks=all", "focus.xi=2", "focus.window=4",
             f"focus.strength={FOCUS_STRENGTH}"]
+    if request.param == "2511":
+        args.append("focus.gate_init=1.0")  # the warm-start gate travels in the focus file and applies in ComfyUI too
     assert main([x for a in args for x in ("--set", a)]) == 0
     trainer = Trainer(load_config(None, args))
     trainer.resume("latest")
@@ -167,6 +169,7 @@ def test_qwen_edit_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers
 
     trainer, out, dit_file = trained_qwen_edit
     assert trainer.policy.transformer.config.zero_cond_t == ("2511" in dit_file.name)
+    assert (trainer.focus.gate is not None) == ("2511" in dit_file.name)
     loader, focus_node = pack_module("nodes.loader"), pack_module("nodes.focus")
     added = [("loras", str(out)), (loader.MODELS_FOLDER, str(out))]
     for name, path in added:
