@@ -1,9 +1,9 @@
 """Qwen-Image-Edit as a policy on real images: the DiT (with the LoRA), its VAE and its Qwen2.5-VL text encoder.
 
-Per record, the conditioning is computed once, the way diffusers' ``QwenImageEditPipeline`` computes it for
-inference (its ``encode_prompt`` with the source image, and the VAE's normalised latents of the source packed into
-2x2 tokens), and cached on disk keyed by the components and the records; after that the text encoder is dropped,
-so training holds only the DiT and the VAE. Rollouts decode their final latents with the VAE for the rewards.
+Per record, the conditioning is computed once, the way diffusers' Qwen-Image-Edit pipelines compute it for
+inference (their ``encode_prompt`` with the source image, and the VAE's normalised latents of the source packed
+into 2x2 tokens), kept in the DiT's dtype and cached on disk keyed by the components and the records; after that
+the text encoder is dropped, so training holds only the DiT and the VAE. Rollouts decode their final latents with the VAE for the rewards.
 
 ``model.variant``: ``edit_plus`` (Qwen-Image-Edit-2509 / 2511: diffusers' ``QwenImageEditPlusPipeline`` template,
 "Picture 1: <vision tokens>" before the instruction, as ComfyUI's TextEncodeQwenImageEditPlus) or ``edit`` (the
@@ -156,7 +156,8 @@ class QwenEditPolicy(CachedConditioningPolicy):
         # after <|vision_end|> and before <|im_end|> (special tokens) the instruction tokenizes as it does alone
         n_instruction = len(self.pipeline.tokenizer(record.instruction, add_special_tokens=False)["input_ids"])
         grid = torch.tensor([h // (2 * self.scale), w // (2 * self.scale)])
-        return (embeds[0].float().cpu(), mask[0].cpu(), self.image_to_tokens(record.source_image)[0].float().cpu(),
+        dtype = self.transformer.dtype  # bf16 runs keep half the cache in memory and on disk
+        return (embeds[0].to("cpu", dtype), mask[0].cpu(), self.image_to_tokens(record.source_image)[0].to("cpu", dtype),
                 torch.tensor(n_instruction), grid)
 
     def precompute(self, records, cache_dir: Path | None) -> None:

@@ -2,8 +2,8 @@
 of G SDE trajectories per case (no CFG). Qwen-Image-Edit's policy is in ``qwen_edit.py``.
 
 Per-case conditioning (text embeddings + mask, source-image latent tokens, for Qwen-Image-Edit the instruction's
-token count) is computed once and cached; batches pad the text to the longest case with mask 0. Rollouts use ``cogniedit.sampling.sample_trajectory`` with the
-Flow-GRPO SDE and store latents, means and log-probabilities.
+token count) is computed once and cached; batches pad the text to the longest case with mask 0. Rollouts use
+``cogniedit.sampling.sample_trajectory`` with the Flow-GRPO SDE and store latents, means and log-probabilities.
 """
 
 from __future__ import annotations
