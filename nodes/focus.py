@@ -313,6 +313,9 @@ def describe(plan: FocusPlan, layout: str, family: str) -> str:
         lines.append(f"learned focus: blocks {plan.learned.block_indices}, xi {plan.learned.xi}, "
                      f"window {plan.learned.window}, over the {length} instruction tokens from {start} (the "
                      "predictor picks the window; the phrases above are not used)")
+        if plan.learned.gate is not None:  # a warm-started run's gate: how open the relocation is per block
+            opening = ", ".join(f"{float(a):.3f}" for a in torch.sigmoid(plan.learned.gate.detach()))
+            lines.append(f"learned focus gate (sigmoid, per block): {opening}")
     lines += [f"warning: {w}" for w in plan.tokens.warnings]
     if plan.is_identity:
         lines.append("focus is off (strength 0 or no focus token): the MODEL is returned unpatched")

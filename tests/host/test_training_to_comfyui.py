@@ -191,6 +191,7 @@ def test_qwen_edit_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers
         model, prompt=case.instruction, phrases="", layout="auto", mode="learned", strength=FOCUS_STRENGTH,
         blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True, focus_weights=focus_weights).args
     assert "learned focus: blocks [0, 1]" in focus_report
+    assert ("learned focus gate" in focus_report) == (trainer.focus.gate is not None)  # the report shows the gate
     policy = trainer.policy
     cond = policy.encode_cases([case])  # the cached Qwen2.5-VL embeddings and source latent tokens
     assert cond.text.shape[1] > int(cond.instruction_len) + 5  # vision tokens precede the instruction
