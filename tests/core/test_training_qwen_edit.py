@@ -248,11 +248,13 @@ def test_conditioning_cache_is_keyed_by_records_and_drops_the_text_encoder(compo
 
 
 # ------------------------------------------------------------------------------------------------ trainer
-@pytest.mark.parametrize("layout", ["diffusers", "single_file"])
+@pytest.mark.parametrize("layout", ["diffusers", "single_file", "bf16_weights+checkpointing"])
 def test_short_run_writes_a_lora_that_changes_the_policy(components, records_file, tmp_path, layout):
-    model = (["model.kind=diffusers", f"model.path={components}"] if layout == "diffusers" else
-             ["model.kind=single_file", f"model.path={components / 'transformer.safetensors'}",
-              f"model.components={components}", ROPE])
+    model = (["model.kind=single_file", f"model.path={components / 'transformer.safetensors'}",
+              f"model.components={components}", ROPE] if layout == "single_file" else
+             ["model.kind=diffusers", f"model.path={components}"])
+    if layout.startswith("bf16"):  # the scale settings a real run uses: bf16 weights and autocast, block checkpointing
+        model += ["model.dtype=bfloat16", "train.bf16=true", "train.gradient_checkpointing=true"]
     out = tmp_path / "out"
     args = run_args(model, records_file, out) + ["log.sample_every=2", "log.sample_cases=2"]
     assert main(flags(args)) == 0
