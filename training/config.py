@@ -179,9 +179,15 @@ def load_config(path=None, overrides=()) -> dict:
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a YAML mapping of sections (model:, rollout:, ...)")
         _merge(config, data)
+    apply_overrides(config, overrides)
+    validate(config)
+    return config
+
+
+def apply_overrides(config: dict, overrides=()) -> dict:
+    """``["a.b=c", ...]`` merged into ``config`` in place (unknown keys are an error); returns it."""
     for item in overrides:
         _merge(config, parse_override(item))
-    validate(config)
     return config
 
 

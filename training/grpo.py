@@ -358,19 +358,23 @@ class Trainer:
     def _save_record_samples(self, path: Path, cases) -> None:
         """One ODE edit per record (records may differ in size), source | edited per row."""
         from cogniedit.image_grid import BLACK, save_image_grid
+
+        rows = [((case.source_image, self.edit_record(case, i)), case.instruction, BLACK) for i, case in enumerate(cases)]
+        if self.rank == 0:
+            save_image_grid(path, ("source", "edited"), rows, max(96, max(c.source_image.shape[0] for c in cases)))
+
+    def edit_record(self, case, seed: int, base: bool = False) -> np.ndarray:
+        """A deterministic ODE edit (rollout.steps, rollout.shift) of one image record, uint8 ``[H, W, 3]``, by the
+        current policy or, ``base``, the frozen base (LoRA disabled, no focus)."""
         from cogniedit.sampling import flow_sigmas, initial_noise, sample_trajectory
 
         r = self.config["rollout"]
-        rows = []
-        for i, case in enumerate(cases):
-            cond = self.policy.encode_cases([case]).to(self.device)
-            x = initial_noise(self.policy.latent_shape(1, cond), i).to(self.device)
-            with torch.no_grad():
-                traj = sample_trajectory(self.policy.velocity_fn(cond), x,
-                                         flow_sigmas(int(r["steps"]), float(r["shift"])), eta=0.0)
-            rows.append(((case.source_image, self.policy.decode(traj.final, cond)[0]), case.instruction, BLACK))
-        if self.rank == 0:
-            save_image_grid(path, ("source", "edited"), rows, max(96, max(c.source_image.shape[0] for c in cases)))
+        cond = self.policy.encode_cases([case]).to(self.device)
+        velocity = self.policy.reference_velocity_fn(cond) if base else self.policy.velocity_fn(cond)
+        x = initial_noise(self.policy.latent_shape(1, cond), seed).to(self.device)
+        with torch.no_grad():
+            traj = sample_trajectory(velocity, x, flow_sigmas(int(r["steps"]), float(r["shift"])), eta=0.0)
+        return self.policy.decode(traj.final, cond)[0]
 
     # ------------------------------------------------------------------------------------------- loop
     def train(self, resume: str | None = None) -> dict:

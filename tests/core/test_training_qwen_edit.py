@@ -351,6 +351,28 @@ def test_learned_focus_trains_on_the_instruction_tokens_only(components, records
             assert row[start:start + n].sum() > 0.99 and row.sum() == pytest.approx(row[start:start + n].sum())
 
 
+def test_held_out_evaluation_compares_base_and_trained_edits(components, records_file, tmp_path):
+    """evaluate_records: the run's own config and files, base vs trained ODE edits, the run's rewards."""
+    from training.evaluate_records import main as evaluate_main
+    from training.image_records import read_records as read
+
+    out = tmp_path / "run"
+    # a large learning rate, so that two steps change the tiny model's 8-bit edits
+    assert main(flags(run_args(["model.kind=diffusers", f"model.path={components}"], records_file, out) + FOCUS
+                      + ["optim.lr=0.5"])) == 0
+    held_out = write_edit_records(tmp_path, n=3, seed=9)
+    assert evaluate_main(["--run", str(out), "--records", str(held_out), "--out", str(tmp_path / "eval")]) == 0
+    result = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert [r["id"] for r in result["per_record"]] == ["r0", "r1", "r2"] and result["step"] == 2
+    assert set(result["means"]["base"]) == {"preservation.ssim", "preservation.psnr", "weighted"}
+    base = [r["base"]["preservation.ssim"] for r in result["per_record"]]
+    trained = [r["trained"]["preservation.ssim"] for r in result["per_record"]]
+    assert base != trained  # the LoRA and focus file change the edits
+    record = read(held_out, RES)[0]
+    assert result["per_record"][0]["instruction"] == record.instruction
+    assert (tmp_path / "eval" / "sheet.png").is_file()
+
+
 @pytest.mark.parametrize("focus", [False, True])
 def test_resume_after_interruption_matches_uninterrupted_run(components, records_file, tmp_path, focus):
     model = ["model.kind=diffusers", f"model.path={components}"] + (FOCUS if focus else [])
