@@ -136,23 +136,22 @@ class Trainer:
         dropped (training.qwen_edit)."""
         from cogniedit.focus.weights_file import base_model_hash
 
-        from .models import ModelLoadError
-        from .qwen_edit import QwenEditPolicy, load_qwen_edit
+        from .models import DTYPES, ModelLoadError
+        from .qwen_edit import QwenEditPolicy, load_qwen_edit, load_text_encoder
 
         try:
-            transformer, vae, text_encoder, processor, folder = load_qwen_edit(m)
+            transformer, vae, _, processor, folder = load_qwen_edit(m, with_text_encoder=False)
         except ModelLoadError as exc:
             raise ConfigError(str(exc)) from exc
         base_hash = base_model_hash(transformer)  # before the LoRA goes in
-        for module in (transformer, vae, text_encoder):
-            module.to(self.device)
-        transformer.eval()
-        data = self.config["data"]
-        policy = QwenEditPolicy(transformer, vae, text_encoder, processor, folder, int(data["resolution"]), bf16=bf16,
-                                vlm_image_size=int(data["vlm_image_size"]), variant=m["variant"])
-        del text_encoder
+        vae.to(self.device)
+        transformer.eval()  # it goes to the device with its LoRA, after the text encoder has been dropped
+        data, dtype = self.config["data"], DTYPES[m["dtype"]]
+        policy = QwenEditPolicy(transformer, vae, None, processor, folder, int(data["resolution"]), bf16=bf16,
+                                vlm_image_size=int(data["vlm_image_size"]), variant=m["variant"],
+                                text_encoder_loader=lambda: load_text_encoder(folder, dtype).to(self.device))
         cache = data["cache_dir"]
-        policy.precompute(self.cases, Path(cache) if cache else self.out / "cache")
+        policy.precompute(self.cases, Path(cache) if cache else self.out / "cache")  # loads the encoder on a miss
         return policy, base_hash
 
     def _build_focus(self, focus_cfg: dict, seed: int):

@@ -2,8 +2,8 @@
 
 Per record, the conditioning is computed once, the way diffusers' Qwen-Image-Edit pipelines compute it for
 inference (their ``encode_prompt`` with the source image, and the VAE's normalised latents of the source packed
-into 2x2 tokens), kept in the DiT's dtype and cached on disk keyed by the components and the records; after that
-the text encoder is dropped, so training holds only the DiT and the VAE. Rollouts decode their final latents with the VAE for the rewards.
+into 2x2 tokens), kept in the DiT's dtype and cached on disk keyed by the components and the records. The text
+encoder is loaded only when that cache misses and dropped after encoding, so training holds only the DiT and the VAE. Rollouts decode their final latents with the VAE for the rewards.
 
 ``model.variant``: ``edit_plus`` (Qwen-Image-Edit-2509 / 2511: diffusers' ``QwenImageEditPlusPipeline`` template,
 "Picture 1: <vision tokens>" before the instruction, as ComfyUI's TextEncodeQwenImageEditPlus) or ``edit`` (the
@@ -48,10 +48,20 @@ def components_folder(model_config: dict) -> Path:
     return folder
 
 
-def load_qwen_edit(model_config: dict):
-    """(transformer, vae, text_encoder, processor, components folder) with the shapes checked against each other."""
-    from diffusers import AutoencoderKLQwenImage
+def load_text_encoder(folder: Path, dtype: torch.dtype):
+    """The Qwen2.5-VL of a components folder (frozen, eval mode)."""
     from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(folder / "text_encoder"), torch_dtype=dtype)
+    return model.eval().requires_grad_(False)
+
+
+def load_qwen_edit(model_config: dict, with_text_encoder: bool = True):
+    """(transformer, vae, text_encoder or None, processor, components folder), the shapes checked against each other
+    (the text encoder's width from its config, so it need not be loaded: the trainer loads it only when the
+    conditioning cache misses)."""
+    from diffusers import AutoencoderKLQwenImage
+    from transformers import AutoConfig
 
     from cogniedit.decompose.backends.transformers_vlm import load_processor
 
@@ -59,18 +69,17 @@ def load_qwen_edit(model_config: dict):
     dtype = DTYPES[model_config.get("dtype", "float32")]
     transformer = load_transformer(model_config)
     vae = AutoencoderKLQwenImage.from_pretrained(str(folder / "vae"), torch_dtype=dtype).eval()
-    text_encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(folder / "text_encoder"),
-                                                                      torch_dtype=dtype).eval()
     processor = load_processor(str(folder / "processor"), "qwen2_5_vl")
-    text_width = text_encoder.config.get_text_config().hidden_size
+    text_width = AutoConfig.from_pretrained(str(folder / "text_encoder")).get_text_config().hidden_size
     if transformer.config.joint_attention_dim != text_width:
         raise ModelLoadError(f"the DiT expects text width {transformer.config.joint_attention_dim}, the text encoder "
                              f"in {folder} gives {text_width}: use the components of the same base model")
     if transformer.config.in_channels != 4 * vae.config.z_dim:
         raise ModelLoadError(f"the DiT takes {transformer.config.in_channels} channels, the VAE in {folder} packs "
                              f"{4 * vae.config.z_dim}: use the components of the same base model")
-    for module in (transformer, vae, text_encoder):
+    for module in (transformer, vae):
         module.requires_grad_(False)
+    text_encoder = load_text_encoder(folder, dtype) if with_text_encoder else None
     return transformer, vae, text_encoder, processor, folder
 
 
@@ -89,7 +98,7 @@ class QwenEditPolicy(CachedConditioningPolicy):
     """Velocity of a Qwen-Image-Edit DiT on cached (text embeddings, mask, source latent tokens)."""
 
     def __init__(self, transformer, vae, text_encoder, processor, components: Path, resolution: int,
-                 bf16: bool = False, vlm_image_size: int = 384, variant: str = "edit_plus"):
+                 bf16: bool = False, vlm_image_size: int = 384, variant: str = "edit_plus", text_encoder_loader=None):
         import diffusers
 
         super().__init__(bf16)
@@ -107,6 +116,7 @@ class QwenEditPolicy(CachedConditioningPolicy):
         self.channels = 4 * vae.config.z_dim
         self.components = components
         self.vlm_image_size = int(vlm_image_size)  # the authors' and ComfyUI's 384x384-area VLM condition image
+        self.text_encoder_loader = text_encoder_loader  # () -> text encoder, when it is not given (loaded lazily)
 
     @property
     def transformer(self):
@@ -173,6 +183,7 @@ class QwenEditPolicy(CachedConditioningPolicy):
                 self._cache[r.case_id] = tuple(tensors[f"{r.case_id}/{part}"] for part in PARTS)
             log.info("conditioning of %d records read from %s", len(records), path)
         else:
+            self._ensure_text_encoder()
             for r in records:
                 self._cache[r.case_id] = self.encode_record(r)
             if path is not None:
@@ -181,6 +192,12 @@ class QwenEditPolicy(CachedConditioningPolicy):
                 atomic_save(path, lambda tmp: save_file(tensors, str(tmp)))
                 log.info("conditioning of %d records cached in %s", len(records), path)
         self.pipeline.text_encoder = None  # not needed again: the conditioning is cached
+
+    def _ensure_text_encoder(self) -> None:
+        if self.pipeline.text_encoder is None:
+            if self.text_encoder_loader is None:
+                raise RuntimeError("the conditioning is not cached and no text encoder was given")
+            self.pipeline.text_encoder = self.text_encoder_loader()
 
     def encode_cases(self, cases):
         missing = [c for c in cases if c.case_id not in self._cache]

@@ -218,19 +218,24 @@ def test_the_2511_marker_turns_on_timestep_zero_references(components, tmp_path)
     assert (outs[0] - outs[1]).abs().max() > 1e-3
 
 
-def test_conditioning_cache_is_keyed_by_records_and_drops_the_text_encoder(components, records_file, tmp_path):
-    from training.qwen_edit import QwenEditPolicy, load_qwen_edit
+def test_conditioning_cache_is_keyed_by_records_and_the_text_encoder_loads_only_on_a_miss(components, records_file,
+                                                                                         tmp_path):
+    """The encoder is loaded lazily, once, when the cache file misses, and dropped after; a hit never loads it."""
+    from training.qwen_edit import QwenEditPolicy, load_qwen_edit, load_text_encoder
 
     records = read_records(records_file, RES)
+    loads = []
 
     def fresh():
-        transformer, vae, text_encoder, processor, folder = load_qwen_edit({"kind": "diffusers",
-                                                                            "path": str(components)})
-        return QwenEditPolicy(transformer, vae, text_encoder, processor, folder, RES)
+        transformer, vae, text_encoder, processor, folder = load_qwen_edit(
+            {"kind": "diffusers", "path": str(components)}, with_text_encoder=False)
+        assert text_encoder is None
+        return QwenEditPolicy(transformer, vae, None, processor, folder, RES,
+                              text_encoder_loader=lambda: loads.append(1) or load_text_encoder(folder, torch.float32))
 
     first = fresh()
     first.precompute(records, tmp_path)
-    assert first.pipeline.text_encoder is None
+    assert loads == [1] and first.pipeline.text_encoder is None
     files = list(tmp_path.glob("conditioning-*.safetensors"))
     assert len(files) == 1
 
@@ -238,7 +243,7 @@ def test_conditioning_cache_is_keyed_by_records_and_drops_the_text_encoder(compo
     calls = []
     second.encode_record = lambda r: calls.append(r)  # must not be needed: the cache file answers
     second.precompute(records, tmp_path)
-    assert calls == []
+    assert calls == [] and loads == [1]
     for r in records:
         assert all(torch.equal(a, b) for a, b in zip(first._cache[r.case_id], second._cache[r.case_id]))
 
