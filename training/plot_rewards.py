@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cogniedit.atomic_io import atomic_save
+
 
 def read_metrics(run: Path) -> list[dict]:
     path = Path(run) / "metrics.jsonl"
@@ -64,13 +66,10 @@ def plot(runs: list[Path], labels: list[str], out: Path, window: int = 25, title
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)  # atomic: a half-written PNG never replaces a good one
-    return out
+    try:  # atomic: a half-written PNG never replaces a good one
+        return atomic_save(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def main(argv=None) -> int:
