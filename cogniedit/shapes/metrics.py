@@ -41,3 +41,11 @@ def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, **kwargs)
     m = ssim_map(a, b, **kwargs)
     vals = m[mask] if mask is not None else m.ravel()
     return float(vals.mean()) if vals.size else float("nan")
+
+
+def similarity_outside_edit(edited: np.ndarray, source: np.ndarray, keep: np.ndarray | None = None) -> tuple[float, float]:
+    """(PSNR, SSIM) of ``edited`` vs ``source`` over ``keep`` ([H, W] bool; None = every pixel). Pixels outside
+    ``keep`` (where the edit may change things) are pasted from the source first, so they do not leak into the SSIM
+    windows at the border."""
+    composite = edited if keep is None else np.where(keep[..., None], edited, source)
+    return psnr(composite, source, keep), ssim(composite, source, keep)

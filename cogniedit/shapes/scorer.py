@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .cases import EditCase, apply_fixed_ops
-from .metrics import psnr, ssim
+from .metrics import similarity_outside_edit
 from .palette import srgb_to_lab
 from .render import inside, render_scene, shape_mask
 from .scene import DEFAULT_WORLD, Scene, ShapeObject, WorldConfig
@@ -146,10 +146,8 @@ def preservation(edited: np.ndarray, case: EditCase) -> tuple[float, float]:
     """(PSNR, SSIM) of ``edited`` vs the source render outside the touched cells. Touched cells are pasted from
     the source first, so what the edit may change there does not leak into SSIM windows at their borders."""
     world = case.world
-    source = render_scene(case.source, world)
-    mask = untouched_mask(case.touched, world)
-    composite = np.where(mask[..., None], _as_uint8(edited, world), source)
-    return psnr(composite, source, mask), ssim(composite, source, mask)
+    return similarity_outside_edit(_as_uint8(edited, world), render_scene(case.source, world),
+                                   untouched_mask(case.touched, world))
 
 
 def score_edit(edited_img: np.ndarray, case: EditCase, **parse_options) -> EditScore:

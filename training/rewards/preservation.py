@@ -12,21 +12,19 @@ import math
 import numpy as np
 import torch
 
-from cogniedit.shapes.metrics import psnr, ssim
+from cogniedit.shapes.metrics import similarity_outside_edit
 from cogniedit.shapes.scorer import PSNR_CAP, preservation
 
 from .base import check_batch
 
 
 def record_preservation(edited: np.ndarray, record) -> tuple[float, float]:
-    """(PSNR, SSIM) outside ``record.edit_mask``; the masked region is pasted from the source first, so what the
-    edit may change there does not leak into SSIM windows at its border (as the ShapeEdit scorer does)."""
+    """(PSNR, SSIM) outside ``record.edit_mask``, measured as the ShapeEdit scorer measures outside its cells."""
     source = np.asarray(record.source_image, np.uint8)
     if edited.shape != source.shape:
-        raise ValueError(f"edited image {edited.shape} vs source {source.shape}: decode at data.resolution")
+        raise ValueError(f"edited image {edited.shape} vs source {source.shape}: edit at the record's own size")
     keep = None if record.edit_mask is None else ~np.asarray(record.edit_mask, bool)
-    composite = edited if keep is None else np.where(keep[..., None], edited, source)
-    return psnr(composite, source, keep), ssim(composite, source, keep)
+    return similarity_outside_edit(edited, source, keep)
 
 
 class PreservationReward:
