@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint as ckpt
+from .advantages import weighted_reward
 from .config import ConfigError, apply_overrides, validate
 
 
@@ -35,15 +36,12 @@ def run_config(run, records, out: Path, overrides=()) -> tuple[dict, Path]:
     return config, path
 
 
-def weighted(scores: dict, weights: dict) -> float:
-    return float(sum(weights.get(k, 0.0) * v for k, v in scores.items()))
-
-
 def evaluate_records(run, records, out=None, overrides=()) -> dict:
     from cogniedit.atomic_io import atomic_write
     from cogniedit.image_grid import BLACK, save_image_grid
 
     from .grpo import Trainer
+    from .image_records import sheet_tile
     from .rewards import score_all
 
     out = Path(out) if out else Path(run) / "eval"
@@ -53,19 +51,18 @@ def evaluate_records(run, records, out=None, overrides=()) -> dict:
     rows, sheet = [], []
     for i, case in enumerate(trainer.cases):
         edits = {name: trainer.edit_record(case, i, base=name == "base") for name in ("base", "trained")}
-        scores = {name: {k: float(v[0]) for k, v in score_all(trainer.rewards, img[None], [case]).items()}
-                  for name, img in edits.items()}
-        for name in scores:
-            scores[name]["weighted"] = weighted(scores[name], trainer.reward_weights)
+        scores = {}
+        for name, img in edits.items():
+            rewards = score_all(trainer.rewards, img[None], [case])
+            scores[name] = {k: float(v[0]) for k, v in rewards.items()}
+            scores[name]["weighted"] = float(weighted_reward(rewards, trainer.reward_weights)[0])
         rows.append({"id": case.case_id, "instruction": case.instruction, **scores})
         sheet.append(((case.source_image, edits["base"], edits["trained"]), case.instruction, BLACK))
     means = {name: {k: float(np.mean([r[name][k] for r in rows])) for k in rows[0][name]} for name in ("base", "trained")}
     result = {"run": str(run), "checkpoint": str(checkpoint), "records": str(records), "step": trainer.step,
               "means": means, "per_record": rows}
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "results.json", lambda f: json.dump(result, f, indent=1))
-    save_image_grid(out / "sheet.png", ("source", "base", "trained"), sheet,
-                    max(96, max(c.source_image.shape[0] for c in trainer.cases)))
+    save_image_grid(out / "sheet.png", ("source", "base", "trained"), sheet, sheet_tile(trainer.cases))
     return result
 
 

@@ -21,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cogniedit.focus.weights_file import base_model_hash
+
 from . import checkpoint as ckpt
 from . import distributed
 from .advantages import compute_advantages
 from .config import ConfigError, config_json, load_config
-from .image_records import group_by_size
+from .image_records import group_by_size, sheet_tile
 from .lora import inject_lora, lora_parameters, load_lora_state_dict, lora_state_dict, read_lora_file, save_lora_file
 from .objectives import ObjectiveSettings, compute_objective, draw_steps
 from .rewards import build_rewards, score_all
@@ -87,7 +89,8 @@ class Trainer:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.cases = load_cases(config["data"])
         self.buckets = group_by_size(self.cases) if config["data"]["records"] else None
-        self.policy, self.base_hash = self._build_policy()
+        self.policy = self._build_policy()
+        self.base_hash = base_model_hash(self.policy.transformer)  # of the base, before the LoRA goes in
         lora_cfg = config["lora"]
         self.lora_layers = inject_lora(self.policy.transformer, int(lora_cfg["rank"]), float(lora_cfg["alpha"]),
                                        lora_cfg["targets"], seed=derived_seed(seed, "lora-init"))
@@ -117,8 +120,6 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- model
     def _build_policy(self):
-        from cogniedit.focus.weights_file import base_model_hash
-
         m, bf16 = self.config["model"], bool(self.config["train"]["bf16"])
         if m["kind"] != "shapeedit":
             return self._build_qwen_edit_policy(m, bf16)
@@ -129,13 +130,11 @@ class Trainer:
         editor.eval()  # no dropout; the policy's randomness is the SDE noise only
         for p in editor.parameters():
             p.requires_grad_(False)
-        return ShapeEditPolicy(editor, bf16=bf16), base_model_hash(editor.transformer)
+        return ShapeEditPolicy(editor, bf16=bf16)
 
     def _build_qwen_edit_policy(self, m: dict, bf16: bool):
         """Qwen-Image-Edit from a diffusers folder or a single file: conditioning cached, then the text encoder
         dropped (training.qwen_edit)."""
-        from cogniedit.focus.weights_file import base_model_hash
-
         from .models import DTYPES, ModelLoadError
         from .qwen_edit import QwenEditPolicy, load_qwen_edit, load_text_encoder
 
@@ -143,16 +142,15 @@ class Trainer:
             transformer, vae, _, processor, folder = load_qwen_edit(m, with_text_encoder=False)
         except ModelLoadError as exc:
             raise ConfigError(str(exc)) from exc
-        base_hash = base_model_hash(transformer)  # before the LoRA goes in
         vae.to(self.device)
         transformer.eval()  # it goes to the device with its LoRA, after the text encoder has been dropped
         data, dtype = self.config["data"], DTYPES[m["dtype"]]
-        policy = QwenEditPolicy(transformer, vae, None, processor, folder, int(data["resolution"]), bf16=bf16,
+        policy = QwenEditPolicy(transformer, vae, None, processor, folder, bf16=bf16,
                                 vlm_image_size=int(data["vlm_image_size"]), variant=m["variant"],
                                 text_encoder_loader=lambda: load_text_encoder(folder, dtype).to(self.device))
         cache = data["cache_dir"]
         policy.precompute(self.cases, Path(cache) if cache else self.out / "cache")  # loads the encoder on a miss
-        return policy, base_hash
+        return policy
 
     def _build_focus(self, focus_cfg: dict, seed: int):
         """The learned Token Focus module (predictor + soft tokens) trained with the LoRA, or None."""
@@ -360,7 +358,7 @@ class Trainer:
 
         rows = [((case.source_image, self.edit_record(case, i)), case.instruction, BLACK) for i, case in enumerate(cases)]
         if self.rank == 0:
-            save_image_grid(path, ("source", "edited"), rows, max(96, max(c.source_image.shape[0] for c in cases)))
+            save_image_grid(path, ("source", "edited"), rows, sheet_tile(cases))
 
     def edit_record(self, case, seed: int, base: bool = False) -> np.ndarray:
         """A deterministic ODE edit (rollout.steps, rollout.shift) of one image record, uint8 ``[H, W, 3]``, by the

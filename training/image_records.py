@@ -16,6 +16,7 @@ centre-cropped to a square of ``data.resolution``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +54,6 @@ def bucket_sizes(resolution: int, multiple: int, max_aspect: float = 2.0) -> lis
 
 def nearest_bucket(width: int, height: int, sizes) -> tuple[int, int]:
     """The size whose aspect ratio is nearest (in log ratio) to ``width / height``."""
-    import math
-
     return min(sizes, key=lambda s: (abs(math.log(s[0] / s[1]) - math.log(width / height)), -s[0] * s[1]))
 
 
@@ -128,3 +127,8 @@ def group_by_size(records) -> dict[tuple[int, int], list[int]]:
     for i, record in enumerate(records):
         groups.setdefault(tuple(record.source_image.shape[:2]), []).append(i)
     return dict(sorted(groups.items()))
+
+
+def sheet_tile(records, minimum: int = 96) -> int:
+    """Tile size of a sample sheet of these records: their tallest image, at least ``minimum`` pixels."""
+    return max(minimum, max(r.source_image.shape[0] for r in records))

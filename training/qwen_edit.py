@@ -97,8 +97,8 @@ def _folder_fingerprint(folder: Path) -> list:
 class QwenEditPolicy(CachedConditioningPolicy):
     """Velocity of a Qwen-Image-Edit DiT on cached (text embeddings, mask, source latent tokens)."""
 
-    def __init__(self, transformer, vae, text_encoder, processor, components: Path, resolution: int,
-                 bf16: bool = False, vlm_image_size: int = 384, variant: str = "edit_plus", text_encoder_loader=None):
+    def __init__(self, transformer, vae, text_encoder, processor, components: Path, bf16: bool = False,
+                 vlm_image_size: int = 384, variant: str = "edit_plus", text_encoder_loader=None):
         import diffusers
 
         super().__init__(bf16)
@@ -109,10 +109,7 @@ class QwenEditPolicy(CachedConditioningPolicy):
         pipeline_class = diffusers.QwenImageEditPlusPipeline if variant == "edit_plus" else diffusers.QwenImageEditPipeline
         self.pipeline = pipeline_class(diffusers.FlowMatchEulerDiscreteScheduler(), vae, text_encoder,
                                        processor.tokenizer, processor, transformer)
-        self.scale = self.pipeline.vae_scale_factor
-        if resolution % (2 * self.scale):
-            raise ModelLoadError(f"data.resolution={resolution} must be a multiple of {2 * self.scale}")
-        self.resolution = resolution
+        self.scale = self.pipeline.vae_scale_factor  # each record's sides are checked against it when encoded
         self.channels = 4 * vae.config.z_dim
         self.components = components
         self.vlm_image_size = int(vlm_image_size)  # the authors' and ComfyUI's 384x384-area VLM condition image
@@ -126,7 +123,7 @@ class QwenEditPolicy(CachedConditioningPolicy):
     def cache_key(self, records) -> str:
         identity = {"parts": PARTS, "components": str(self.components.resolve()),
                     "files": _folder_fingerprint(self.components),
-                    "resolution": self.resolution, "vlm_image_size": self.vlm_image_size, "variant": self.variant,
+                    "vlm_image_size": self.vlm_image_size, "variant": self.variant,
                     "records": [[r.case_id, r.instruction, list(r.source_image.shape),
                                  hashlib.sha256(r.source_image.tobytes()).hexdigest()] for r in records]}
         return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]

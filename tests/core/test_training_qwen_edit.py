@@ -121,12 +121,11 @@ def policy(components, records_file, tmp_path_factory):
     from training.qwen_edit import QwenEditPolicy, load_qwen_edit
 
     transformer, vae, text_encoder, processor, folder = load_qwen_edit({"kind": "diffusers", "path": str(components)})
-    return QwenEditPolicy(transformer, vae, text_encoder, processor, folder, RES), text_encoder
+    return QwenEditPolicy(transformer, vae, text_encoder, processor, folder)
 
 
 def test_tokens_and_decoding_equal_diffusers_pipeline(policy, records_file):
     """The policy's packing / normalisation are the pipeline's own (its VAE encode, pack, unpack, decode)."""
-    policy, _ = policy
     pipe = policy.pipeline
     record = read_records(records_file, RES)[0]
     pixels = torch.tensor(record.source_image).float().permute(2, 0, 1)[None, :, None] / 127.5 - 1
@@ -152,7 +151,6 @@ def test_tokens_and_decoding_equal_diffusers_pipeline(policy, records_file):
 
 
 def test_velocity_is_the_pipelines_transformer_call(policy, records_file):
-    policy, _ = policy
     record = read_records(records_file, RES)[1]
     cond = policy.encode_cases([record])
     vlm_image = Image.fromarray(record.source_image).resize((384, 384), Image.BICUBIC)  # 384x384, as ComfyUI
@@ -178,7 +176,7 @@ def test_each_variant_encodes_as_its_diffusers_pipeline(components, records_file
     from training.qwen_edit import QwenEditPolicy, load_qwen_edit
 
     transformer, vae, text_encoder, processor, folder = load_qwen_edit({"kind": "diffusers", "path": str(components)})
-    policy = QwenEditPolicy(transformer, vae, text_encoder, processor, folder, RES, variant=variant)
+    policy = QwenEditPolicy(transformer, vae, text_encoder, processor, folder, variant=variant)
     record = read_records(records_file, RES)[2]
     text, mask, _, n_instruction, _ = policy.encode_record(record)
     pipe = getattr(diffusers, pipeline_class)(diffusers.FlowMatchEulerDiscreteScheduler(), vae, text_encoder,
@@ -188,7 +186,7 @@ def test_each_variant_encodes_as_its_diffusers_pipeline(components, records_file
     assert torch.equal(text, want[0]) and mask.sum() == want.shape[1]
     assert int(n_instruction) == len(processor.tokenizer(record.instruction, add_special_tokens=False)["input_ids"])
     label = len(processor.tokenizer("Picture 1: ", add_special_tokens=False)["input_ids"])
-    other = QwenEditPolicy(transformer, vae, text_encoder, processor, folder, RES,
+    other = QwenEditPolicy(transformer, vae, text_encoder, processor, folder,
                            variant="edit" if variant == "edit_plus" else "edit_plus").encode_record(record)[0]
     assert text.shape[0] - other.shape[0] == (label if variant == "edit_plus" else -label)
 
@@ -230,7 +228,7 @@ def test_conditioning_cache_is_keyed_by_records_and_the_text_encoder_loads_only_
         transformer, vae, text_encoder, processor, folder = load_qwen_edit(
             {"kind": "diffusers", "path": str(components)}, with_text_encoder=False)
         assert text_encoder is None
-        return QwenEditPolicy(transformer, vae, None, processor, folder, RES,
+        return QwenEditPolicy(transformer, vae, None, processor, folder,
                               text_encoder_loader=lambda: loads.append(1) or load_text_encoder(folder, torch.float32))
 
     first = fresh()
