@@ -1,10 +1,12 @@
 """Two test tiers: core tests (no ComfyUI) always run; tests marked ``host`` need a real ComfyUI.
 
-Host tests skip with one line naming COMFYUI_PATH when no ComfyUI checkout is found.
+Host tests skip with one line naming COMFYUI_PATH when no ComfyUI checkout is found, except under CI
+(``CI=true``): there every tier must really run, so a run that skipped anything ends as a failure.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +18,7 @@ sys.path.insert(0, str(REPO))  # `cogniedit` and `training` importable without i
 from cogniedit.host import find_comfyui  # noqa: E402
 
 HOST = find_comfyui()
+UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def pytest_report_header(config):
@@ -38,3 +41,15 @@ def comfyui_root() -> Path:
     if not HOST.root:
         pytest.skip(f"host tier: {HOST.reason}")
     return HOST.root
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under CI a skip hides an untested tier (no host, no browser): count skips as a failure."""
+    if not UNDER_CI or exitstatus != 0:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped:
+        reporter.write_line(f"CI: {skipped} test(s) skipped; under CI nothing may skip (see the reasons above)",
+                            red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

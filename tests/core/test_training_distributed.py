@@ -63,7 +63,10 @@ def test_fsdp_equals_the_replicated_run(runs):
         torch.testing.assert_close(fsdp[key], replicated[key], rtol=1e-4, atol=1e-6, msg=key)
     assert any(v.abs().sum() > 0 for k, v in fsdp.items() if k.endswith("lora_B.weight"))  # it did train
     for a, b in zip(metrics(folder / "replicated"), metrics(folder / "fsdp")):
-        assert a["step"] == b["step"] and a["reward_mean"] == b["reward_mean"]  # same rollouts on rank 0
+        # Same rollouts on rank 0, but FSDP all-gathers and reduces in another order than the replicated run:
+        # torch promises no bitwise equality across reduction orders, so agree to float32 round-off.
+        assert a["step"] == b["step"]
+        assert a["reward_mean"] == pytest.approx(b["reward_mean"], rel=1e-5, abs=1e-7)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-9)
 
 
