@@ -25,10 +25,15 @@ def completion(content):
 
 
 class ChatServer:
-    """Plays a script of replies, one per request: ("ok", text) | ("status", code) | ("raw", bytes) | ("sleep", s)."""
+    """Plays a script of replies, one per request: ("ok", text) | ("status", code) | ("raw", bytes) | ("sleep", s)
+    | ("trickle", n): headers, then one byte every 0.5 s, n bytes in all | ("redirect", url): HTTP 307 to url."""
 
     def __init__(self):
         self.script, self.requests = [], []
+        self.trickled = 0                     # bytes of a trickle reply the client took
+        self.on_trickle = lambda sent: None   # called before each trickled byte
+        self.hung_up = threading.Event()      # the client closed a trickle reply early
+        self.trickle_over = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,6 +47,15 @@ class ChatServer:
                 if kind == "sleep":
                     time.sleep(value)
                     kind, value = "ok", GOOD_ANSWER
+                if kind == "trickle":
+                    self.trickle(value)
+                    return
+                if kind == "redirect":
+                    self.send_response(307)
+                    self.send_header("Location", value)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if kind == "status":
                     self.send_response(value)
                     self.end_headers()
@@ -53,6 +67,24 @@ class ChatServer:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def trickle(self, count):
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(count))
+                    self.end_headers()
+                    self.wfile.flush()
+                    for sent in range(count):
+                        outer.on_trickle(sent)
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        outer.trickled = sent + 1
+                        time.sleep(0.5)
+                except OSError:  # the client hung up
+                    outer.hung_up.set()
+                finally:
+                    outer.trickle_over.set()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -114,14 +146,49 @@ def test_large_images_are_shrunk_to_the_condition_area(server):
     assert w * h <= 384 * 384 and abs(w / h - 1.5) < 0.01
 
 
-def test_timeout_falls_back_quickly_with_a_warning(server, image):
+def test_timeout_falls_back_with_a_warning(server, image):
     server.script = [("sleep", 1.5)]
     settings = DecomposeSettings(timeout_s=0.2, retries=0)
-    started = time.perf_counter()
     result = decompose(image, "make the left cup red", OpenAIHTTPBackend(server.url, "m"), settings)
-    assert time.perf_counter() - started < 1.4  # gave up before the server answered
     assert result.source == "fallback" and "timed out after 0.2 s" in result.warnings[-1]
     assert [p.text for p in result.focus] == ["left", "red"]
+
+
+TRICKLE_BYTES = 60  # 30 s of trickling: a client without a real deadline takes all of it
+
+
+def test_the_deadline_stops_a_server_that_trickles_its_reply(server, image):
+    server.script = [("trickle", TRICKLE_BYTES)]
+    settings = DecomposeSettings(timeout_s=1.0, retries=2, backoff_s=0.01)
+    result = decompose(image, "make the left cup red", OpenAIHTTPBackend(server.url, "m"), settings)
+    assert result.source == "fallback" and "timed out after 1 s" in result.warnings[-1]
+    assert len(server.requests) == 1  # the deadline covers the retries too
+    assert server.trickle_over.wait(30) and server.hung_up.is_set()
+    assert server.trickled < TRICKLE_BYTES // 2  # the client hung up long before the server was done
+
+
+def test_cancel_stops_a_trickling_reply_and_is_not_a_fallback(server, image):
+    from cogniedit.decompose import Cancelled
+
+    cancel = threading.Event()
+    server.script = [("trickle", TRICKLE_BYTES)]
+    server.on_trickle = lambda sent: cancel.set() if sent == 2 else None  # the user presses Cancel mid-reply
+    with pytest.raises(Cancelled):
+        decompose(image, "make the left cup red", OpenAIHTTPBackend(server.url, "m"),
+                  DecomposeSettings(timeout_s=600.0), cancel=cancel)
+    assert server.trickle_over.wait(30) and server.hung_up.is_set() and server.trickled < TRICKLE_BYTES // 2
+
+
+def test_redirects_are_not_followed_so_the_key_stays_with_its_server(server, image):
+    elsewhere = ChatServer()
+    try:
+        server.script = [("redirect", elsewhere.url + "/chat/completions")]
+        result = decompose(image, "make the left cup red", OpenAIHTTPBackend(server.url, "m", api_key="k-1"), FAST)
+        assert result.source == "fallback" and "redirect" in result.warnings[-1] and "not followed" in result.warnings[-1]
+        assert server.requests[0]["headers"]["Authorization"] == "Bearer k-1"
+        assert elsewhere.requests == []
+    finally:
+        elsewhere.close()
 
 
 def test_http_500_then_success_is_retried(server, image):
