@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from .fidelity import dropped_phrases, keeps_enough
+from .neutralise import neutralise_instruction
 from .prompt import SYSTEM_PROMPT, TAGS
 from .rules import decompose_rules, find_focus
 from .types import Decomposition
@@ -25,10 +26,6 @@ MAX_TARGET_CHARS = 200
 
 _TAG_TOKEN = re.compile(r"<\s*(/?)\s*(info|think|answer|object)\s*>", re.IGNORECASE)
 _FENCE_LINE = re.compile(r"^[ \t]*```[^\n]*$", re.MULTILINE)
-# Chat-control tokens (<|im_start|>, <|vision_start|>, ...) must never reach the editor's text encoder:
-# they would let an answer rewrite the editor's chat template.
-_CONTROL_TOKEN = re.compile(r"<\|[^<>|\n]{0,40}\|>")
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ANY_TAG = re.compile(r"</?\s*[A-Za-z_][\w-]{0,30}\s*/?>")
 _HEADING = re.compile(
     r"^[ \t#*>-]*(?P<label>visual comprehension|description|info|reasoning|think|enriched instruction|"
@@ -144,8 +141,9 @@ def _json_sections(text: str, parsed: ParsedAnswer) -> bool:
 
 
 def _clean(text: str, limit: int) -> str:
-    text = _CONTROL_TOKEN.sub(" ", text)
-    text = _CONTROL_CHARS.sub(" ", text)
+    # Chat-control tokens (<|im_start|>, ...) and control characters must never reach the editor's text
+    # encoder: they would let an answer rewrite the editor's chat template. The same rule as for instructions.
+    text = neutralise_instruction(text)[0]
     text = _ANY_TAG.sub(" ", text)
     stripped = text.strip()
     if stripped[:1] in "{[\"":
