@@ -4,8 +4,6 @@ import base64
 import io
 import json
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -13,87 +11,9 @@ from PIL import Image
 
 from cogniedit.decompose import DecomposeError, DecomposeSettings, OpenAIHTTPBackend, decompose
 from cogniedit.decompose.backends.openai_http import chat_completions_url
+from tests.fixtures.chat_server import ChatServer
 
-GOOD_ANSWER = ("<info>a white cup on the left, a blue cup on the right</info><think>left cup</think>"
-               "<answer>Make the white cup on the left red.</answer><object>one red cup on the left</object>")
 FAST = DecomposeSettings(max_new_tokens=64, timeout_s=2.0, retries=2, backoff_s=0.01)
-
-
-def completion(content):
-    return json.dumps({"id": "x", "object": "chat.completion",
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}).encode()
-
-
-class ChatServer:
-    """Plays a script of replies, one per request: ("ok", text) | ("status", code) | ("raw", bytes) | ("sleep", s)
-    | ("trickle", n): headers, then one byte every 0.5 s, n bytes in all | ("redirect", url): HTTP 307 to url."""
-
-    def __init__(self):
-        self.script, self.requests = [], []
-        self.trickled = 0                     # bytes of a trickle reply the client took
-        self.on_trickle = lambda sent: None   # called before each trickled byte
-        self.hung_up = threading.Event()      # the client closed a trickle reply early
-        self.trickle_over = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                kind, value = outer.script.pop(0) if outer.script else ("ok", GOOD_ANSWER)
-                if kind == "sleep":
-                    time.sleep(value)
-                    kind, value = "ok", GOOD_ANSWER
-                if kind == "trickle":
-                    self.trickle(value)
-                    return
-                if kind == "redirect":
-                    self.send_response(307)
-                    self.send_header("Location", value)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if kind == "status":
-                    self.send_response(value)
-                    self.end_headers()
-                    self.wfile.write(b"server trouble")
-                    return
-                payload = completion(value) if kind == "ok" else value
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def trickle(self, count):
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(count))
-                    self.end_headers()
-                    self.wfile.flush()
-                    for sent in range(count):
-                        outer.on_trickle(sent)
-                        self.wfile.write(b" ")
-                        self.wfile.flush()
-                        outer.trickled = sent + 1
-                        time.sleep(0.5)
-                except OSError:  # the client hung up
-                    outer.hung_up.set()
-                finally:
-                    outer.trickle_over.set()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

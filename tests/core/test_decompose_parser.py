@@ -173,9 +173,13 @@ def test_a_cjk_answer_without_spaces_is_text():
 ])
 def test_a_placeholder_echo_is_not_accepted_as_the_instruction(placeholder):
     raw = f"<info>shapes</info><think>think here</think><answer>{placeholder}</answer><object>object here</object>"
+    assert_falls_back_saying(raw, "placeholder")
+
+
+def assert_falls_back_saying(raw, why):
     result = decomposition_from_answer(raw, INSTRUCTION)
     assert result.source == "fallback" and result.enriched_instruction == INSTRUCTION
-    assert any("placeholder" in w for w in result.warnings)
+    assert any(why in w for w in result.warnings), result.warnings
 
 
 # --- issue #12: caps and hostile answers --------------------------------------------------------------------
@@ -197,10 +201,7 @@ def test_an_answer_over_the_cap_is_refused():
     "Make the green square on the right blue.",       # every attribute swapped
 ])
 def test_a_well_formed_answer_that_drops_the_users_attribute_words_falls_back(answer):
-    raw = f"<info>a purple circle</info><think>ok</think><answer>{answer}</answer><object>one circle</object>"
-    result = decomposition_from_answer(raw, INSTRUCTION)
-    assert result.source == "fallback" and result.enriched_instruction == INSTRUCTION
-    assert any("dropped" in w for w in result.warnings)
+    assert_falls_back_saying(f"<info>a purple circle</info><answer>{answer}</answer><object>one circle</object>", "dropped")
 
 
 def test_an_answer_that_resolves_a_reference_keeps_enough_of_the_users_words():

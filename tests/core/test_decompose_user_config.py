@@ -2,50 +2,20 @@
 URL gets no key, and a malformed file is one line naming the file and the fix."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 
 from cogniedit.decompose import DecomposeSettings, OpenAIHTTPBackend, decompose
 from cogniedit.decompose.user_config import ENV_CONFIG, config_path, load_user_config
+from tests.fixtures.chat_server import ChatServer
 
 ANSWER = "<answer>Make the left cup red.</answer><object>one red cup on the left</object>"
 
 
-class Listener:
-    """A real chat-completions server on 127.0.0.1 that records the headers it receives."""
-
-    def __init__(self):
-        self.headers = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                outer.headers.append(dict(self.headers))
-                payload = json.dumps({"choices": [{"message": {"content": ANSWER}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def listeners():
-    made = [Listener(), Listener()]
+    made = [ChatServer(ANSWER), ChatServer(ANSWER)]
     yield made
     for listener in made:
         listener.close()
@@ -64,11 +34,11 @@ def test_a_profile_sends_its_key_only_to_its_own_url(tmp_path, listeners, monkey
         "mine": {"url": profile_server.url, "model": "pinned", "api_key_env": "COGNIEDIT_TEST_SECRET"}}}))
     profile = config.server("mine")
     result = decompose(np.zeros((8, 8, 3), np.uint8), "make the left cup red", OpenAIHTTPBackend.from_profile(profile))
-    assert result.source == "mllm" and profile_server.headers[0]["Authorization"] == "Bearer s-42"
+    assert result.source == "mllm" and profile_server.requests[0]["headers"]["Authorization"] == "Bearer s-42"
     assert "s-42" not in repr(profile) and "s-42" not in json.dumps(OpenAIHTTPBackend.from_profile(profile).identity())
     # the same secret, named by a workflow next to an address of its choosing: no key goes there
     decompose(None, "make the left cup red", OpenAIHTTPBackend(other.url, "m"))
-    assert len(other.headers) == 1 and "Authorization" not in other.headers[0]
+    assert len(other.requests) == 1 and "Authorization" not in other.requests[0]["headers"]
 
 
 def test_a_literal_key_and_a_missing_environment_variable(tmp_path, monkeypatch):

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from comfy_inprocess import bootstrap, pack_module, random_image
 
+from tests.fixtures.chat_server import ChatServer
 from tests.fixtures.tiny_models import tiny_qwen25_vl_backend  # at import: ComfyUI's own tests/ shadows ours later
 
 pytestmark = pytest.mark.host
@@ -35,53 +33,17 @@ def node(comfyui_root):
     return pack_module("nodes.decompose").InstructionDecompose
 
 
-class Listener:
-    """A chat-completions server on 127.0.0.1: answers ANSWER, or with trickle=n sends its headers and then one
-    byte every 0.5 s (n bytes), calling on_byte(i) before each."""
-
-    def __init__(self, trickle: int = 0, on_byte=lambda sent: None):
-        self.seen, self.trickled, self.hung_up, self.over = [], 0, threading.Event(), threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                outer.seen.append((dict(self.headers), json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
-                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": ANSWER}}]}).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(trickle or len(payload)))
-                    self.end_headers()
-                    if not trickle:
-                        self.wfile.write(payload)
-                    for sent in range(trickle):
-                        on_byte(sent)
-                        self.wfile.write(b" ")
-                        self.wfile.flush()
-                        outer.trickled = sent + 1
-                        time.sleep(0.5)
-                except OSError:
-                    outer.hung_up.set()
-                finally:
-                    outer.over.set()
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.srv.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/v1"
-        threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
-
-
 @pytest.fixture
 def server():
-    listener = Listener()
-    yield listener.url, listener.seen
+    listener = ChatServer(ANSWER)
+    yield listener.url, listener.requests
     listener.close()
+
+
+def trickling(on_byte=lambda sent: None) -> ChatServer:
+    slow = ChatServer(ANSWER)
+    slow.script, slow.on_trickle = [("trickle", TRICKLE)], on_byte
+    return slow
 
 
 @pytest.fixture
@@ -124,13 +86,13 @@ def test_a_workflow_url_gets_no_key_even_when_it_names_an_environment_variable(n
                        server_url=url, model="pebr", api_key_env="COGNIEDIT_TEST_KEY")
     directives, enriched, report = out.result
     assert directives["source"] == "mllm" and enriched == "Make the white cup on the left red."
-    assert "Authorization" not in seen[0][0] and seen[0][1]["model"] == "pebr"
+    assert "Authorization" not in seen[0]["headers"] and seen[0]["body"]["model"] == "pebr"
     assert "api_key_env is no longer used" in report and str(user_dir) in report
     assert "k-123" not in report and "the first was used" in report
 
 
 def test_a_server_profile_sends_its_key_only_to_its_own_url(node, user_dir, monkeypatch):
-    mine, workflows = Listener(), Listener()
+    mine, workflows = ChatServer(ANSWER), ChatServer(ANSWER)
     try:
         monkeypatch.setenv("COGNIEDIT_TEST_KEY", "k-456")
         write_config(user_dir, {"servers": {"mine": {"url": mine.url, "model": "served-model",
@@ -139,8 +101,8 @@ def test_a_server_profile_sends_its_key_only_to_its_own_url(node, user_dir, monk
                            server_url=workflows.url, model="", api_key_env="COGNIEDIT_TEST_KEY",
                            server_profile="mine")
         assert out.result[0]["source"] == "mllm"
-        assert mine.seen[0][0]["Authorization"] == "Bearer k-456" and mine.seen[0][1]["model"] == "served-model"
-        assert workflows.seen == []
+        assert mine.requests[0]["headers"]["Authorization"] == "Bearer k-456"
+        assert mine.requests[0]["body"]["model"] == "served-model" and workflows.requests == []
         assert "server_url is not used" in out.result[2]
         with pytest.raises(ValueError, match="no server profile 'theirs'"):
             node.execute(image=random_image(8, 8), instruction="make it red", backend="openai_http",
@@ -154,12 +116,12 @@ TRICKLE = 60  # bytes, one per 0.5 s: 30 s for a client without a real deadline
 
 
 def test_timeout_s_stops_a_trickling_server(node, user_dir):
-    slow = Listener(trickle=TRICKLE)
+    slow = trickling()
     try:
         out = node.execute(image=random_image(16, 16), instruction="make the left cup red", backend="openai_http",
                            server_url=slow.url, model="m", timeout_s=1.0)
         assert out.result[0]["source"] == "fallback" and "timed out after 1 s" in out.result[2]
-        assert slow.over.wait(30) and slow.hung_up.is_set() and slow.trickled < TRICKLE // 2
+        assert slow.trickle_over.wait(30) and slow.hung_up.is_set() and slow.trickled < TRICKLE // 2
     finally:
         slow.close()
 
@@ -167,13 +129,13 @@ def test_timeout_s_stops_a_trickling_server(node, user_dir):
 def test_comfyui_interrupt_stops_the_wait(node, user_dir):
     import comfy.model_management as mm
 
-    slow = Listener(trickle=TRICKLE, on_byte=lambda sent: mm.interrupt_current_processing(True) if sent == 2 else None)
+    slow = trickling(on_byte=lambda sent: mm.interrupt_current_processing(True) if sent == 2 else None)
     try:
         with pytest.raises(mm.InterruptProcessingException):
             node.execute(image=random_image(16, 16), instruction="make the left cup red", backend="openai_http",
                          server_url=slow.url, model="m", timeout_s=600.0)
         assert not mm.processing_interrupted()  # handled the way ComfyUI's own nodes do: the flag is reset
-        assert slow.over.wait(30) and slow.hung_up.is_set() and slow.trickled < TRICKLE // 2
+        assert slow.trickle_over.wait(30) and slow.hung_up.is_set() and slow.trickled < TRICKLE // 2
     finally:
         mm.interrupt_current_processing(False)
         slow.close()
