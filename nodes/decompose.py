@@ -93,6 +93,7 @@ def _server_backend(server_url: str, model: str, api_key_env: str, profile_name:
         if profile.key_note():
             notes.append(profile.key_note())
         return OpenAIHTTPBackend.from_profile(profile, chosen)
+    load_user_config(path).check_workflow_url(server_url)
     if not model:
         raise ValueError("backend 'openai_http' needs 'model': the served model name (or a server_profile that names one)")
     if api_key_env:

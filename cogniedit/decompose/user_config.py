@@ -11,8 +11,13 @@ the file named by the environment variable COGNIEDIT_CONFIG; docs/security.md):
         "local-vllm": {"url": "http://127.0.0.1:8000/v1", "model": "Qwen2.5-VL-7B-Instruct"},
         "openai": {"url": "https://api.openai.com/v1", "model": "gpt-4o-mini", "api_key_env": "OPENAI_API_KEY"}
       },
-      "model_folders": ["/data/vlm-models"]
+      "model_folders": ["/data/vlm-models"],
+      "workflow_server_urls": "local"
     }
+
+`workflow_server_urls` says where a workflow's own server_url may point (it never gets a key): "local"
+(the default: this machine only, so a shared workflow cannot send the user's image elsewhere), "any",
+or "none" (profiles only).
 
 A missing file is an empty configuration. A malformed one raises ValueError: one line naming the file,
 the problem and the fix.
@@ -20,15 +25,18 @@ the problem and the fix.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_CONFIG = "COGNIEDIT_CONFIG"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_TOP_KEYS = ("servers", "model_folders")
+_TOP_KEYS = ("servers", "model_folders", "workflow_server_urls")
+WORKFLOW_URL_POLICIES = ("local", "any", "none")
 _SERVER_KEYS = ("url", "model", "api_key", "api_key_env", "extra_body")
 
 
@@ -60,6 +68,16 @@ class UserConfig:
     path: Path | None = None
     servers: dict = field(default_factory=dict)
     model_folders: tuple = ()
+    workflow_server_urls: str = "local"
+
+    def check_workflow_url(self, url: str) -> None:
+        """ValueError (naming the fix) unless a workflow may send a request, without a key, to `url`."""
+        policy = self.workflow_server_urls
+        if policy == "any" or (policy == "local" and is_local_url(url)):
+            return
+        where = "any server_url" if policy == "none" else f"server_url {url!r}, which is not on this machine"
+        raise ValueError(f"a workflow may not choose {where} (\"workflow_server_urls\": \"{policy}\" in {self.path}): "
+                         "add a server profile for it there and set server_profile (docs/security.md)")
 
     def server(self, name: str) -> ServerProfile:
         if name in self.servers:
@@ -123,12 +141,28 @@ def load_user_config(path: str | os.PathLike | None) -> UserConfig:
     if unknown:
         raise _problem(path, f"unknown keys {unknown}; allowed: {list(_TOP_KEYS)}")
     servers, folders = data.get("servers", {}), data.get("model_folders", [])
+    policy = data.get("workflow_server_urls", "local")
+    if policy not in WORKFLOW_URL_POLICIES:
+        raise _problem(path, f"\"workflow_server_urls\" must be one of {list(WORKFLOW_URL_POLICIES)}, got {policy!r}")
     if not isinstance(servers, dict):
         raise _problem(path, "\"servers\" must be an object of named profiles")
     if not isinstance(folders, list):
         raise _problem(path, "\"model_folders\" must be a list of folder paths")
     return UserConfig(path=path, servers={name: _server(path, name, value) for name, value in servers.items()},
-                      model_folders=tuple(_folder(path, entry) for entry in folders))
+                      model_folders=tuple(_folder(path, entry) for entry in folders), workflow_server_urls=policy)
+
+
+def is_local_url(url: str) -> bool:
+    """The URL's host is this machine: localhost or a literal loopback/unspecified address (no DNS lookup,
+    so a name cannot be re-pointed between the check and the connection)."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 def config_path(default: str | os.PathLike | None) -> Path | None:

@@ -65,6 +65,7 @@ def test_a_missing_file_is_an_empty_configuration(tmp_path):
     ({"servers": {"a": {"url": "http://x", "key": "k"}}}, r"unknown keys \['key'\]"),
     ({"servers": {"bad name": {"url": "http://x"}}}, "profile name 'bad name'"),
     ({"model_folders": "/data"}, "must be a list"),
+    ({"workflow_server_urls": "all"}, "must be one of"),
 ])
 def test_a_malformed_file_is_one_line_naming_the_file_and_the_fix(tmp_path, content, problem):
     with pytest.raises(ValueError, match=problem) as error:
@@ -89,3 +90,20 @@ def test_the_profile_settings_reach_the_server(tmp_path):
     assert backend.url == "http://h:1/v1/chat/completions" and backend.model == "m1" and not backend.sends_a_key
     assert backend.request_body([], None, DecomposeSettings())["top_k"] == 5
     assert OpenAIHTTPBackend.from_profile(config.server("p"), model="other").model == "other"
+
+
+@pytest.mark.parametrize("url, local", [
+    ("http://127.0.0.1:8000/v1", True), ("http://127.9.9.9/v1", True), ("http://[::1]:8000/v1", True),
+    ("http://localhost:11434", True), ("http://0.0.0.0:8000", True), ("http://10.0.0.5:8000/v1", False),
+    ("https://api.example.com/v1", False), ("http://127.0.0.1.example.com/v1", False), ("http://[::ffff:8.8.8.8]/", False),
+])
+def test_workflow_urls_are_local_only_unless_the_user_says_otherwise(tmp_path, url, local):
+    default = load_user_config(tmp_path / "absent.json")
+    if local:
+        default.check_workflow_url(url)
+    else:
+        with pytest.raises(ValueError, match="not on this machine.*add a server profile"):
+            default.check_workflow_url(url)
+    load_user_config(write(tmp_path, {"workflow_server_urls": "any"})).check_workflow_url(url)
+    with pytest.raises(ValueError, match="any server_url"):
+        load_user_config(write(tmp_path, {"workflow_server_urls": "none"})).check_workflow_url(url)

@@ -112,6 +112,15 @@ def test_a_server_profile_sends_its_key_only_to_its_own_url(node, user_dir, monk
         workflows.close()
 
 
+def test_a_workflow_url_off_this_machine_is_refused_unless_the_user_allows_it(node, user_dir):
+    with pytest.raises(ValueError, match="not on this machine.*add a server profile"):
+        node.execute(image=random_image(8, 8), instruction="make it red", backend="openai_http",
+                     server_url="https://collector.example/v1", model="m")
+    write_config(user_dir, {"workflow_server_urls": "none"})
+    with pytest.raises(ValueError, match="may not choose any server_url"):
+        node.execute(image=random_image(8, 8), instruction="make it red", backend="openai_http", model="m")
+
+
 TRICKLE = 60  # bytes, one per 0.5 s: 30 s for a client without a real deadline
 
 
