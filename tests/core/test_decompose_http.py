@@ -158,3 +158,11 @@ def test_unreachable_server_falls_back(image):
     settings = DecomposeSettings(timeout_s=0.5, retries=1, backoff_s=0.0)
     result = decompose(image, "make it red", OpenAIHTTPBackend(f"http://127.0.0.1:{port}", "m"), settings)
     assert result.source == "fallback" and "connection failed" in result.warnings[-1]
+
+
+def test_an_http_proxy_from_the_environment_is_used(server, image, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", server.url.rsplit("/", 1)[0])  # our server plays the proxy
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    result = decompose(image, "make the left cup red", OpenAIHTTPBackend("http://model-host.invalid:9/v1", "m"), FAST)
+    assert result.source == "mllm" and server.requests[0]["path"] == "http://model-host.invalid:9/v1/chat/completions"

@@ -35,23 +35,21 @@ class _Exchange:
         port = parts.port or (443 if secure else 80)
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         proxy = urllib.request.getproxies().get(parts.scheme)
-        if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-            proxy_parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-            connect_to = (proxy_parts.hostname, proxy_parts.port or 8080)
+        if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+            cls = http.client.HTTPSConnection if secure else http.client.HTTPConnection
+            self.connection = cls(parts.hostname, port, timeout=timeout_s)
         else:
-            proxy_parts, connect_to = None, (parts.hostname, port)
-        cls = http.client.HTTPSConnection if secure else http.client.HTTPConnection
-        if proxy_parts is None or not secure:
-            self.connection = cls(*connect_to, timeout=timeout_s)
-            if proxy_parts is not None:  # plain http through a proxy: the request line carries the full URL
+            via = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+            if secure:  # CONNECT through the proxy, then TLS with the server itself
+                self.connection = http.client.HTTPSConnection(via.hostname, via.port or 8080, timeout=timeout_s)
+                self.connection.set_tunnel(parts.hostname, port)
+            else:  # plain http: the proxy gets the full URL in the request line
+                self.connection = http.client.HTTPConnection(via.hostname, via.port or 8080, timeout=timeout_s)
                 self.path = url
-        else:
-            self.connection = cls(*connect_to, timeout=timeout_s)
-            self.connection.set_tunnel(parts.hostname, port)
         self.data, self.headers, self.max_bytes = data, headers, max_bytes
         self.done, self.aborted = threading.Event(), threading.Event()
         self.sock = None  # kept here: http.client drops connection.sock once a reply says "Connection: close"
-        self.reply: tuple[int, bytes] | None = None
+        self.reply: tuple[int, bytes, str] | None = None
         self.error: BaseException | None = None
 
     def run(self):
