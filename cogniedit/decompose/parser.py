@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .fidelity import dropped_phrases, keeps_enough
+from .fidelity import judge
 from .neutralise import neutralise_instruction
 from .prompt import SYSTEM_PROMPT, TAGS
 from .rules import decompose_rules, find_focus
@@ -268,13 +268,16 @@ def _decomposition_from_answer(raw, instruction: str) -> Decomposition:
     else:
         enriched = instruction
         warnings.append("no usable <answer>; kept the user's instruction as the enriched instruction")
-    dropped, total = dropped_phrases(instruction, enriched)
-    if dropped:
-        warnings.append("the enriched instruction dropped " + _quoted(dropped))
-    if not keeps_enough(len(dropped), total):
+    fidelity = judge(instruction, enriched, sections["info"] + "\n" + sections["think"])
+    if fidelity.dropped:
+        warnings.append("the enriched instruction dropped " + _quoted(fidelity.dropped))
+    if fidelity.failed:
+        brought = (f" and brings in {_quoted(fidelity.ungrounded)}, which neither the instruction nor the model's "
+                   "scene description mention" if fidelity.ungrounded else " and names nothing from the scene instead")
         return _fallback(instruction, raw_text, warnings,
-                         f"the answer keeps only {total - len(dropped)} of the instruction's {total} colour, count, "
-                         "position and object phrases, so it replaces the instruction instead of explaining it")
+                         f"the answer drops {len(fidelity.dropped)} of the instruction's {fidelity.total} colour, "
+                         f"count, position and object phrases{brought}, so it replaces the instruction instead of "
+                         "explaining it")
     focus = find_focus(enriched)
     if not targets:
         targets = decompose_rules(enriched).targets

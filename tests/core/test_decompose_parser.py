@@ -204,14 +204,27 @@ def test_a_well_formed_answer_that_drops_the_users_attribute_words_falls_back(an
     assert_falls_back_saying(f"<info>a purple circle</info><answer>{answer}</answer><object>one circle</object>", "dropped")
 
 
-def test_an_answer_that_resolves_a_reference_keeps_enough_of_the_users_words():
-    # "the same colour as the square" resolved to the square's colour: the result words stay
-    result = decomposition_from_answer("<answer>Make the circle blue.</answer>",
-                                       "make the circle the same colour as the square")
-    assert result.source == "mllm" and any("dropped" in w and "square" in w for w in result.warnings)
-    counted = decomposition_from_answer("<answer>Add three red triangles.</answer>",
-                                        "add as many red triangles as there are circles")
-    assert counted.source == "mllm"
-    plural = decomposition_from_answer("<answer>Add 2 yellow circles at the top left.</answer>",
-                                       "put two yellow circle in the top-left corner")
-    assert plural.source == "mllm" and not any("dropped" in w for w in plural.warnings)
+SCENE = "a yellow triangle at row 1, column 1; a purple square at row 0, column 0; a red square at row 2, column 2"
+
+
+@pytest.mark.parametrize("instruction, answer", [
+    ("make the circle the same colour as the square", "Make the circle purple."),          # colour transfer
+    ("move the thing in the centre one cell up", "move the yellow triangle up"),            # reference by cell
+    ("include one yellow circle for every square", "add two yellow circles"),               # count off the scene
+    ("take out every square except the red one", "remove the purple square"),               # exclusion
+    ("The leftmost blue circle needs to go by one cell to the right", "move the left blue circle to the right"),
+    ("A pair of orange triangles must be added.", "add two orange triangles"),              # canonical wording
+    ("put two yellow circle in the top-left corner", "Add 2 yellow circles at the top left."),
+])
+def test_an_answer_that_resolves_a_reference_from_its_scene_description_is_used(instruction, answer):
+    result = decomposition_from_answer(f"<info>{SCENE}</info><answer>{answer}</answer>", instruction)
+    assert result.source == "mllm" and result.enriched_instruction == answer
+
+
+def test_a_resolution_the_scene_description_does_not_support_falls_back():
+    raw = "<info>a red circle and a green square</info><answer>move the yellow triangle up</answer>"
+    result = decomposition_from_answer(raw, "move the thing in the centre one cell up")
+    assert result.source == "fallback" and any("brings in 'yellow', 'triangle'" in w for w in result.warnings)
+    unexplained = decomposition_from_answer("<answer>move the yellow triangle up</answer>",
+                                            "move the thing in the centre one cell up")
+    assert unexplained.source == "fallback"  # no scene description: nothing explains the new words
