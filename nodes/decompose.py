@@ -130,6 +130,13 @@ def _model_backend(kind: str, clip, server_url: str, model: str, api_key_env: st
     return _folder_backend(model.strip())
 
 
+def _asked(backend) -> str:
+    """Which model was asked, and where the request went (the user should see where their image was sent)."""
+    if isinstance(backend, OpenAIHTTPBackend):
+        return f"{backend.model} at {backend.url}" + (", with the profile's key" if backend.sends_a_key else ", no key")
+    return "" if backend == "rules" else getattr(backend, "model_path", None) or backend.name
+
+
 def _raise_interrupt():
     """ComfyUI's own interrupt exception, with its flag reset as its nodes do."""
     import comfy.model_management
@@ -208,7 +215,7 @@ class InstructionDecompose(io.ComfyNode):
         if image.shape[0] > 1:
             notes.append(f"the IMAGE batch holds {image.shape[0]} images; the first was used")
         result.warnings = notes + result.warnings
-        report = report_text(result)
+        report = report_text(result, via=_asked(chosen))
         return io.NodeOutput(result.to_dict(), result.enriched_instruction, report, ui=ui.PreviewText(report))
 
 

@@ -21,11 +21,12 @@ def _more(total: int, shown: int, what: str) -> list[str]:
     return [f"+{total - shown} more" + (f" {what}" if what else "")] if total > shown else []
 
 
-def report_text(result: Decomposition, notes: list[str] | tuple = ()) -> str:
-    """At most about 4 KB: source, enriched instruction, focus counts per kind and the first phrases,
-    targets, warnings (and `notes`, e.g. what the node did with its inputs)."""
+def report_text(result: Decomposition, notes: list[str] | tuple = (), via: str = "") -> str:
+    """At most about 4 KB: source, which backend was asked (`via`), enriched instruction, focus counts per
+    kind and the first phrases, targets, warnings (and `notes`, e.g. what the node did with its inputs)."""
     focus = result.focus
-    lines = [f"source: {result.source}", f"enriched instruction: {_short(result.enriched_instruction)}"]
+    lines = [f"source: {result.source}"] + ([f"asked: {_short(via)}"] if via else [])
+    lines.append(f"enriched instruction: {_short(result.enriched_instruction)}")
     if focus:
         kinds = ", ".join(f"{kind} {n}" for kind in FOCUS_KINDS if (n := sum(p.kind == kind for p in focus)))
         shown = ", ".join(f"{_short(p.text, 40)} ({p.kind})" for p in focus[:FOCUS_SHOWN])

@@ -88,6 +88,7 @@ def test_a_workflow_url_gets_no_key_even_when_it_names_an_environment_variable(n
     assert directives["source"] == "mllm" and enriched == "Make the white cup on the left red."
     assert "Authorization" not in seen[0]["headers"] and seen[0]["body"]["model"] == "pebr"
     assert "api_key_env is no longer used" in report and str(user_dir) in report
+    assert f"asked: pebr at {url}/chat/completions, no key" in report
     assert "k-123" not in report and "the first was used" in report
 
 
@@ -104,6 +105,7 @@ def test_a_server_profile_sends_its_key_only_to_its_own_url(node, user_dir, monk
         assert mine.requests[0]["headers"]["Authorization"] == "Bearer k-456"
         assert mine.requests[0]["body"]["model"] == "served-model" and workflows.requests == []
         assert "server_url is not used" in out.result[2]
+        assert f"asked: served-model at {mine.url}/chat/completions, with the profile's key" in out.result[2]
         with pytest.raises(ValueError, match="no server profile 'theirs'"):
             node.execute(image=random_image(8, 8), instruction="make it red", backend="openai_http",
                          server_profile="theirs")
