@@ -1,8 +1,13 @@
 """CogniEdit Instruction Decompose: IMAGE + instruction -> DIRECTIVES (enriched instruction, targets, focus phrases).
 
-The adapter only converts ComfyUI values and picks a backend; the work is cogniedit.decompose.decompose().
-Model trouble never stops the graph: the node falls back to the rule-based decomposition and says why in
-its report, unless "strict" is on.
+The adapter only converts ComfyUI values, picks a backend and wires the host in; the work is
+cogniedit.decompose.decompose(). Model trouble never stops the graph: the node falls back to the rule-based
+decomposition and says why in its report, unless "strict" is on. ComfyUI's Cancel stops a model that is
+still answering.
+
+What a workflow may choose is limited (docs/security.md): a server with a key only by the name of a profile
+in the user's own configuration (a workflow-given server_url gets no key), and a transformers model folder
+only inside ComfyUI's LLM model folders or the folders the user allows there.
 """
 
 from __future__ import annotations
@@ -13,11 +18,16 @@ from collections import OrderedDict
 import torch
 from comfy_api.latest import io, ui
 
-from ..cogniedit.decompose import DecomposeSettings, DecompositionCache, decompose, make_backend
-from ..cogniedit.decompose.backends import ComfyTextEncoderBackend
+from ..cogniedit.decompose import Cancelled, DecomposeSettings, DecompositionCache, decompose, make_backend
+from ..cogniedit.decompose.backends import ComfyTextEncoderBackend, OpenAIHTTPBackend
+from ..cogniedit.decompose.model_folders import resolve_model_folder
+from ..cogniedit.decompose.report import report_text
+from ..cogniedit.decompose.user_config import config_path, load_user_config
 from .types import Directives
 
 BACKEND_CHOICES = ["rules", "text_encoder", "openai_http", "transformers_vlm"]
+DEFAULT_SERVER_URL = "http://127.0.0.1:8000/v1"
+LLM_FOLDER = "LLM"  # models/LLM, as other VLM packs use it; extra_model_paths.yaml can add more under "LLM:"
 _CACHE = DecompositionCache(max_entries=128)  # one per ComfyUI process: same inputs, no second model call
 _LOADED: OrderedDict = OrderedDict()         # keeps the last two model backends (a transformers model loads once)
 
@@ -27,6 +37,26 @@ def image_to_uint8(image: torch.Tensor):
     if image.ndim != 4 or image.shape[-1] not in (3, 4):
         raise ValueError(f"IMAGE must be [batch, height, width, 3], got {tuple(image.shape)}")
     return (image[0, :, :, :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def user_config_file():
+    """<user dir>/__cogniedit/config.json: a system-user folder, which ComfyUI's /userdata HTTP API never
+    serves or writes; COGNIEDIT_CONFIG overrides it."""
+    import folder_paths
+
+    if hasattr(folder_paths, "get_system_user_directory"):
+        folder = folder_paths.get_system_user_directory("cogniedit")
+    else:  # older ComfyUI: the same place
+        folder = os.path.join(folder_paths.get_user_directory(), "__cogniedit")
+    return config_path(os.path.join(folder, "config.json"))
+
+
+def llm_model_roots(config) -> list[str]:
+    """ComfyUI's LLM model folders (models/LLM and extra_model_paths.yaml entries) + the user's allow-list."""
+    import folder_paths
+
+    folder_paths.add_model_folder_path(LLM_FOLDER, os.path.join(folder_paths.models_dir, LLM_FOLDER))  # idempotent
+    return folder_paths.get_folder_paths(LLM_FOLDER) + [str(folder) for folder in config.model_folders]
 
 
 def clip_generate_fn(clip):
@@ -49,38 +79,70 @@ def clip_generate_fn(clip):
     return generate
 
 
-def _model_backend(kind: str, clip, server_url: str, model: str, api_key_env: str):
-    if kind == "text_encoder":
-        if clip is None:
-            raise ValueError("backend 'text_encoder' needs a CLIP input: connect a text encoder that can generate text")
-        encoder = getattr(clip, "cond_stage_model", clip)  # identifies the loaded model for the cache
-        return ComfyTextEncoderBackend(clip_generate_fn(clip), model_id=f"clip-{id(encoder)}")
-    if not model.strip():
-        raise ValueError(f"backend {kind!r} needs 'model': the served model name (openai_http) or a model folder "
-                         "(transformers_vlm)")
-    if kind == "openai_http":
-        api_key = os.environ.get(api_key_env.strip()) if api_key_env.strip() else None
-        return make_backend("openai_http", base_url=server_url.strip(), model=model.strip(), api_key=api_key)
-    key = (kind, model.strip())
-    if key not in _LOADED:
-        folder = model.strip()
-        if not os.path.isabs(folder):
-            import folder_paths
+def _server_backend(server_url: str, model: str, api_key_env: str, profile_name: str, notes: list[str]):
+    path = user_config_file()
+    if profile_name:
+        profile = load_user_config(path).server(profile_name)
+        chosen = profile.model or model
+        if not chosen:
+            raise ValueError(f"server profile {profile_name!r} names no model: set 'model' on the node or in {path}")
+        if profile.model and model and model != profile.model:
+            notes.append(f"server profile {profile_name!r} serves {profile.model!r}; the node's model {model!r} is not used")
+        if server_url and server_url not in (DEFAULT_SERVER_URL, profile.url):
+            notes.append(f"server_url is not used: server profile {profile_name!r} sets the address")
+        if profile.key_note():
+            notes.append(profile.key_note())
+        return OpenAIHTTPBackend.from_profile(profile, chosen)
+    load_user_config(path).check_workflow_url(server_url)
+    if not model:
+        raise ValueError("backend 'openai_http' needs 'model': the served model name (or a server_profile that names one)")
+    if api_key_env:
+        notes.append(f"api_key_env is no longer used: a server_url set in the workflow gets no key. To send a key, "
+                     f"define a server profile in {path} and name it in server_profile (docs/security.md)")
+    return make_backend("openai_http", base_url=server_url, model=model)
 
-            folder = os.path.join(folder_paths.models_dir, folder)
-        _LOADED[key] = make_backend("transformers_vlm", model_path=folder)
+
+def _folder_backend(model: str):
+    config = load_user_config(user_config_file())
+    roots = llm_model_roots(config)
+    name = model[len(LLM_FOLDER) + 1:] if model.startswith((f"{LLM_FOLDER}/", f"{LLM_FOLDER}\\")) else model  # old form
+    folder = str(resolve_model_folder(name, roots))
+    key = ("transformers_vlm", folder)
+    if key not in _LOADED:
+        _LOADED[key] = make_backend("transformers_vlm", model_path=folder, allowed_roots=roots)
         while len(_LOADED) > 2:
             _LOADED.popitem(last=False)
     _LOADED.move_to_end(key)
     return _LOADED[key]
 
 
-def report_text(result) -> str:
-    lines = [f"source: {result.source}", f"enriched instruction: {result.enriched_instruction}",
-             "focus: " + (", ".join(f"{p.text} ({p.kind})" for p in result.focus) or "none"),
-             "targets: " + ("; ".join(result.targets) or "none")]
-    lines += [f"warning: {w}" for w in result.warnings]
-    return "\n".join(lines)
+def _model_backend(kind: str, clip, server_url: str, model: str, api_key_env: str, profile_name: str,
+                   notes: list[str]):
+    if kind == "text_encoder":
+        if clip is None:
+            raise ValueError("backend 'text_encoder' needs a CLIP input: connect a text encoder that can generate text")
+        encoder = getattr(clip, "cond_stage_model", clip)  # identifies the loaded model for the cache
+        return ComfyTextEncoderBackend(clip_generate_fn(clip), model_id=f"clip-{id(encoder)}")
+    if kind == "openai_http":
+        return _server_backend(server_url.strip(), model.strip(), api_key_env.strip(), profile_name.strip(), notes)
+    if not model.strip():
+        raise ValueError("backend 'transformers_vlm' needs 'model': the name of a model folder in models/LLM")
+    return _folder_backend(model.strip())
+
+
+def _asked(backend) -> str:
+    """Which model was asked, and where the request went (the user should see where their image was sent)."""
+    if isinstance(backend, OpenAIHTTPBackend):
+        return f"{backend.model} at {backend.url}" + (", with the profile's key" if backend.sends_a_key else ", no key")
+    return "" if backend == "rules" else getattr(backend, "model_path", None) or backend.name
+
+
+def _raise_interrupt():
+    """ComfyUI's own interrupt exception, with its flag reset as its nodes do."""
+    import comfy.model_management
+
+    comfy.model_management.throw_exception_if_processing_interrupted()
+    raise comfy.model_management.InterruptProcessingException()
 
 
 class InstructionDecompose(io.ComfyNode):
@@ -98,16 +160,17 @@ class InstructionDecompose(io.ComfyNode):
                 io.String.Input("instruction", multiline=True, default="", tooltip="The editing instruction."),
                 io.Combo.Input("backend", options=BACKEND_CHOICES, default="rules",
                                tooltip="rules: no model. text_encoder: the connected CLIP generates. openai_http: an "
-                               "OpenAI-compatible server. transformers_vlm: a local transformers model folder."),
+                               "OpenAI-compatible server. transformers_vlm: a model folder in models/LLM."),
                 io.Clip.Input("clip", optional=True, tooltip="For backend text_encoder: a text encoder that can generate."),
-                io.String.Input("server_url", default="http://127.0.0.1:8000/v1", optional=True, advanced=True,
-                                tooltip="For openai_http: the server's base URL."),
+                io.String.Input("server_url", default=DEFAULT_SERVER_URL, optional=True, advanced=True,
+                                tooltip="For openai_http without a server_profile: the server's base URL. No API key "
+                                "is ever sent to it; use a server profile for servers that need one."),
                 io.String.Input("model", default="", optional=True, advanced=True,
-                                tooltip="openai_http: the served model name. transformers_vlm: a model folder "
-                                "(absolute, or relative to ComfyUI's models folder)."),
-                io.String.Input("api_key_env", default="OPENAI_API_KEY", optional=True, advanced=True,
-                                tooltip="For openai_http: the environment variable holding the API key (keeps the "
-                                "key out of saved workflows); empty for none."),
+                                tooltip="openai_http: the served model name. transformers_vlm: the name of a model "
+                                "folder in models/LLM (or an extra_model_paths.yaml LLM folder)."),
+                io.String.Input("api_key_env", default="", optional=True, advanced=True,
+                                tooltip="No longer used (kept so older workflows load): a workflow cannot choose which "
+                                "secret goes to which server. Put the server and its key in a server profile."),
                 io.Int.Input("max_new_tokens", default=1024, min=16, max=8192, optional=True, advanced=True,
                              tooltip="Model backends: the most tokens the model may generate for its answer."),
                 io.Float.Input("temperature", default=0.0, min=0.0, max=2.0, step=0.05, optional=True, advanced=True,
@@ -115,9 +178,12 @@ class InstructionDecompose(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1, optional=True, advanced=True,
                              tooltip="Model backends: sampling seed (used when temperature > 0; part of the cache key)."),
                 io.Float.Input("timeout_s", default=120.0, min=1.0, max=3600.0, optional=True, advanced=True,
-                               tooltip="openai_http: seconds to wait for one reply before retrying."),
+                               tooltip="openai_http: the most seconds to wait for the whole answer, retries included."),
                 io.Boolean.Input("strict", default=False, optional=True, advanced=True,
                                  tooltip="Stop with an error instead of falling back to the rules."),
+                io.String.Input("server_profile", default="", optional=True, advanced=True,
+                                tooltip="For openai_http: the name of a server profile in your CogniEdit configuration "
+                                "(ComfyUI/user/__cogniedit/config.json), which sets the URL, the model and the key."),
             ],
             outputs=[Directives.Output(display_name="directives",
                                        tooltip="Enriched instruction, targets and tagged focus phrases, for the "
@@ -128,20 +194,28 @@ class InstructionDecompose(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image, instruction, backend, clip=None, server_url="http://127.0.0.1:8000/v1", model="",
-                api_key_env="OPENAI_API_KEY", max_new_tokens=1024, temperature=0.0, seed=0, timeout_s=120.0,
-                strict=False) -> io.NodeOutput:
+    def execute(cls, image, instruction, backend, clip=None, server_url=DEFAULT_SERVER_URL, model="",
+                api_key_env="", max_new_tokens=1024, temperature=0.0, seed=0, timeout_s=120.0,
+                strict=False, server_profile="") -> io.NodeOutput:
+        import comfy.model_management
         import comfy.utils
 
         settings = DecomposeSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                                      timeout_s=timeout_s, strict=strict)
-        chosen = "rules" if backend == "rules" else _model_backend(backend, clip, server_url, model, api_key_env)
+        notes: list[str] = []
+        chosen = "rules" if backend == "rules" else _model_backend(backend, clip, server_url, model, api_key_env,
+                                                                    server_profile, notes)
         bar = comfy.utils.ProgressBar(3)
-        result = decompose(image_to_uint8(image), instruction, chosen, settings, cache=_CACHE,
-                           progress=lambda step, total, message: bar.update_absolute(step, total))
+        try:
+            result = decompose(image_to_uint8(image), instruction, chosen, settings, cache=_CACHE,
+                               progress=lambda step, total, message: bar.update_absolute(step, total),
+                               cancel=comfy.model_management.processing_interrupted)
+        except Cancelled:
+            _raise_interrupt()
         if image.shape[0] > 1:
-            result.warnings.append(f"the IMAGE batch holds {image.shape[0]} images; the first was used")
-        report = report_text(result)
+            notes.append(f"the IMAGE batch holds {image.shape[0]} images; the first was used")
+        result.warnings = notes + result.warnings
+        report = report_text(result, via=_asked(chosen))
         return io.NodeOutput(result.to_dict(), result.enriched_instruction, report, ui=ui.PreviewText(report))
 
 

@@ -1,20 +1,27 @@
-"""`decompose(image, instruction, backend, settings, cache, progress)`: the single entry point.
+"""`decompose(image, instruction, backend, settings, cache, progress, cancel)`: the single entry point.
 
 Whatever the backend does (fails, times out, answers garbage), the caller gets a Decomposition;
 model trouble shows up as source "fallback" plus warnings, never as an exception, unless
-`settings.strict` asks for one. Bad *input* (not an image, not a string) raises a ValueError that
-says how to fix it.
+`settings.strict` asks for one. Two exceptions always propagate: bad *input* (not an image, not a
+string) raises a ValueError that says how to fix it, and `cancel` returning True raises Cancelled
+(the user pressed Cancel; falling back would hide that).
+
+Tags and special tokens typed into the instruction are neutralised here, before the rules or any
+prompt see it (neutralise.py).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Callable
 
 import numpy as np
 
 from .backends import Backend, RulesBackend, make_backend
+from .backends.base import CancelCheck, Cancelled
 from .cache import DecompositionCache, cache_key
+from .neutralise import neutralise_instruction, removal_warning
 from .parser import decomposition_from_answer
 from .prompt import build_messages
 from .rules import decompose_rules
@@ -23,6 +30,8 @@ from .types import Decomposition
 
 ProgressFn = Callable[[int, int, str], None]
 _STEPS = 3
+MAX_WARNINGS = 16
+MAX_WARNING_CHARS = 500
 
 
 class DecomposeError(RuntimeError):
@@ -69,17 +78,55 @@ def _resolve_backend(backend) -> Backend:
     return backend
 
 
+def _cancel_check(cancel) -> CancelCheck | None:
+    if cancel is None or callable(cancel):
+        return cancel
+    if callable(getattr(cancel, "is_set", None)):  # threading.Event
+        return cancel.is_set
+    raise ValueError(f"cancel must be a function returning True to stop, or a threading.Event, got {type(cancel).__name__}")
+
+
+def _generate(backend: Backend, messages, image, settings, cancel: CancelCheck | None) -> str:
+    if cancel is None:
+        return backend.generate(messages, image, settings)
+    if cancel():
+        raise Cancelled("cancelled before the model was asked")
+    if "cancel" in inspect.signature(backend.generate).parameters:
+        return backend.generate(messages, image, settings, cancel=cancel)
+    answer = backend.generate(messages, image, settings)  # a backend that cannot stop early
+    if cancel():
+        raise Cancelled("cancelled while the model answered")
+    return answer
+
+
+def _bounded_warnings(warnings: list[str]) -> list[str]:
+    short = [w if len(w) <= MAX_WARNING_CHARS else w[:MAX_WARNING_CHARS - 1] + "…" for w in dict.fromkeys(warnings)]
+    if len(short) > MAX_WARNINGS:
+        short = short[:MAX_WARNINGS - 1] + [f"... and {len(short) - MAX_WARNINGS + 1} more warnings"]
+    return short
+
+
 def decompose(image, instruction: str, backend: Backend | str | None = "rules",
               settings: DecomposeSettings | None = None, cache: DecompositionCache | None = None,
-              progress: ProgressFn | None = None) -> Decomposition:
-    """Turn a source image + instruction into directives (enriched instruction, targets, focus phrases)."""
+              progress: ProgressFn | None = None, cancel=None) -> Decomposition:
+    """Turn a source image + instruction into directives (enriched instruction, targets, focus phrases).
+
+    cancel: a function returning True (or a threading.Event set) when the caller wants to stop; checked
+    while the model works. Raises Cancelled then."""
     if not isinstance(instruction, str):
         raise ValueError(f"instruction must be a string, got {type(instruction).__name__}")
-    settings = settings or DecomposeSettings()
-    backend = _resolve_backend(backend)
-    image = as_uint8_image(image)
-    report = progress or (lambda step, total, message: None)
+    instruction, removed = neutralise_instruction(instruction)
+    result = _decompose(image, instruction, _resolve_backend(backend), settings or DecomposeSettings(), cache,
+                        progress or (lambda step, total, message: None), _cancel_check(cancel))
+    if removed:
+        result.warnings.insert(0, removal_warning(removed))
+    result.warnings = _bounded_warnings(result.warnings)
+    return result
 
+
+def _decompose(image, instruction: str, backend: Backend, settings: DecomposeSettings,
+               cache: DecompositionCache | None, report: ProgressFn, cancel: CancelCheck | None) -> Decomposition:
+    image = as_uint8_image(image)
     if not instruction.strip():
         result = decompose_rules(instruction)
         result.warnings.append("the instruction is empty; nothing to decompose")
@@ -99,8 +146,10 @@ def decompose(image, instruction: str, backend: Backend | str | None = "rules",
     report(1, _STEPS, f"generating with {backend.name}")
     started = time.perf_counter()
     try:
-        raw = backend.generate(build_messages(instruction, with_image=image is not None),
-                               condition_image(image, settings.image_max_pixels), settings)
+        raw = _generate(backend, build_messages(instruction, with_image=image is not None),
+                        condition_image(image, settings.image_max_pixels), settings, cancel)
+    except Cancelled:
+        raise
     except Exception as error:
         if settings.strict:
             raise DecomposeError(f"{backend.name} failed: {error}") from error

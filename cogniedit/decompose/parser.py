@@ -12,21 +12,20 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from .fidelity import judge
+from .neutralise import neutralise_instruction
 from .prompt import SYSTEM_PROMPT, TAGS
 from .rules import decompose_rules, find_focus
 from .types import Decomposition
 
-MAX_RAW_CHARS = 64_000          # 1024 generated tokens are ~5k characters; more is not an answer
+MAX_ANSWER_CHARS = 65_536       # 1024 generated tokens are ~5k characters; a longer answer is refused
+MAX_WARNINGS = 12
 MAX_SECTION_CHARS = {"info": 8_000, "think": 8_000, "answer": 1_000, "object": 2_000}
 MAX_TARGETS = 16
 MAX_TARGET_CHARS = 200
 
 _TAG_TOKEN = re.compile(r"<\s*(/?)\s*(info|think|answer|object)\s*>", re.IGNORECASE)
 _FENCE_LINE = re.compile(r"^[ \t]*```[^\n]*$", re.MULTILINE)
-# Chat-control tokens (<|im_start|>, <|vision_start|>, ...) must never reach the editor's text encoder:
-# they would let an answer rewrite the editor's chat template.
-_CONTROL_TOKEN = re.compile(r"<\|[^<>|\n]{0,40}\|>")
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ANY_TAG = re.compile(r"</?\s*[A-Za-z_][\w-]{0,30}\s*/?>")
 _HEADING = re.compile(
     r"^[ \t#*>-]*(?P<label>visual comprehension|description|info|reasoning|think|enriched instruction|"
@@ -46,12 +45,22 @@ _JSON_KEYS = {
 }
 _BULLET = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|\(\d+\))\s*")
 _WORD = re.compile(r"[A-Za-z\u00C0-\u024F\u4e00-\u9fff]{2,}")
+_LETTER_RUN = re.compile(r"[^\W\d_]+")
+# Scripts written without spaces (CJK, kana, hangul): each character counts as a word.
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+# What models copy from a template instead of answering ("answer here", "your enriched instruction"):
+# a section made only of these words is a placeholder. No edit verb is in the list.
+_PLACEHOLDER_WORDS = frozenset(
+    "a an the your my this that here there goes go answer answers enriched instruction instructions text output "
+    "response placeholder todo tbd n na none null nothing target targets specification object objects info think "
+    "reasoning description example sample xxx etc final result fill".split())
 
 
 @dataclass
 class ParsedAnswer:
     sections: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    placeholders: set[str] = field(default_factory=set)  # sections that only echo a template
 
 
 def _scan_tags(text: str, parsed: ParsedAnswer) -> bool:
@@ -63,9 +72,13 @@ def _scan_tags(text: str, parsed: ParsedAnswer) -> bool:
         if not parsed.sections.get(name):
             parsed.sections[name] = text[start:end]
 
-    for token in _TAG_TOKEN.finditer(text):
+    tokens = list(_TAG_TOKEN.finditer(text))
+    last_closing = {token.group(2).lower(): i for i, token in enumerate(tokens) if token.group(1)}
+    for i, token in enumerate(tokens):
         found_any = True
         closing, name = token.group(1) == "/", token.group(2).lower()
+        if open_name is not None and not (closing and name == open_name) and last_closing.get(open_name, -1) > i:
+            continue  # a tag quoted inside an open section ("<think>... the <answer> tag ..."), closed later: text
         if not closing:
             if open_name is not None:
                 parsed.warnings.append(f"<{open_name}> was not closed before <{name}>")
@@ -128,8 +141,9 @@ def _json_sections(text: str, parsed: ParsedAnswer) -> bool:
 
 
 def _clean(text: str, limit: int) -> str:
-    text = _CONTROL_TOKEN.sub(" ", text)
-    text = _CONTROL_CHARS.sub(" ", text)
+    # Chat-control tokens (<|im_start|>, ...) and control characters must never reach the editor's text
+    # encoder: they would let an answer rewrite the editor's chat template. The same rule as for instructions.
+    text = neutralise_instruction(text)[0]
     text = _ANY_TAG.sub(" ", text)
     stripped = text.strip()
     if stripped[:1] in "{[\"":
@@ -146,20 +160,44 @@ def parse_answer(raw) -> ParsedAnswer:
     """Split a model answer into its <info>/<think>/<answer>/<object> sections (cleaned text)."""
     parsed = ParsedAnswer()
     text = raw if isinstance(raw, str) else ("" if raw is None else str(raw))
-    if len(text) > MAX_RAW_CHARS:
-        parsed.warnings.append(f"answer of {len(text)} characters cut to {MAX_RAW_CHARS} before parsing")
-        text = text[:MAX_RAW_CHARS]
+    if len(text) > MAX_ANSWER_CHARS:
+        parsed.warnings.append(f"the answer has {len(text):,} characters, over the {MAX_ANSWER_CHARS:,}-character "
+                               "limit; not parsed")
+        parsed.sections = {tag: "" for tag in TAGS}
+        return parsed
     text = _FENCE_LINE.sub("", text)
     if not (_scan_tags(text, parsed) or _json_sections(text, parsed) or _scan_headings(text, parsed)):
         parsed.warnings.append("no <info>/<think>/<answer>/<object> tags in the answer")
+    parsed.placeholders = {tag for tag in TAGS if _is_placeholder(parsed.sections.get(tag, ""))}
     parsed.sections = {tag: _clean(parsed.sections.get(tag, ""), MAX_SECTION_CHARS[tag]) for tag in TAGS}
+    parsed.warnings = _bounded(parsed.warnings)
     return parsed
 
 
+def _bounded(warnings: list[str]) -> list[str]:
+    """Distinct warnings, at most MAX_WARNINGS (a hostile answer can repeat a tag thousands of times)."""
+    unique = list(dict.fromkeys(warnings))
+    if len(unique) <= MAX_WARNINGS:
+        return unique
+    return unique[:MAX_WARNINGS - 1] + [f"... and {len(unique) - MAX_WARNINGS + 1} more parser warnings"]
+
+
+def _is_placeholder(section: str) -> bool:
+    """A non-empty section whose words are all template words ("answer here", "<answer>", "...", "N/A")."""
+    if not section.strip():
+        return False
+    return all(word in _PLACEHOLDER_WORDS for word in _LETTER_RUN.findall(section.lower()))
+
+
+def _has_a_word(text: str) -> bool:
+    return any(len(run) >= 2 or _UNSPACED.search(run) for run in _LETTER_RUN.findall(text))
+
+
 def _looks_like_text(text: str) -> bool:
-    """Some real words, not a run of symbols or token soup."""
-    words = _WORD.findall(text)
-    return len(words) >= 2 and sum(map(len, words)) >= 0.5 * len(text.replace(" ", ""))
+    """Some real words, not a run of symbols or token soup (CJK and kana count one word per character)."""
+    runs = _LETTER_RUN.findall(text)
+    words = sum(len(_UNSPACED.findall(run)) or (len(run) >= 2) for run in runs)
+    return words >= 2 and sum(map(len, runs)) >= 0.5 * len("".join(text.split()))
 
 
 _PROMPT_WORDS = " ".join(_WORD.findall(SYSTEM_PROMPT.lower()))
@@ -175,7 +213,7 @@ def _target_lines(object_text: str) -> list[str]:
     targets = []
     for line in re.split(r"[\n;]", object_text):
         line = _BULLET.sub("", line).strip().rstrip(".").strip()
-        if line and _WORD.search(line) and line not in targets:
+        if line and _has_a_word(line) and line not in targets:
             targets.append(line[:MAX_TARGET_CHARS])
         if len(targets) == MAX_TARGETS:
             break
@@ -193,13 +231,29 @@ def decomposition_from_answer(raw, instruction: str) -> Decomposition:
         return result
 
 
+def _fallback(instruction: str, raw_text: str, warnings: list[str], why: str) -> Decomposition:
+    result = decompose_rules(instruction)
+    result.source, result.raw = "fallback", raw_text
+    result.warnings = warnings + [f"{why}; used the rule-based decomposition"]
+    return result
+
+
+def _quoted(phrases: list[str], most: int = 8) -> str:
+    shown = ", ".join(repr(p) for p in phrases[:most])
+    return shown + (f" and {len(phrases) - most} more" if len(phrases) > most else "")
+
+
 def _decomposition_from_answer(raw, instruction: str) -> Decomposition:
     raw_text = raw if isinstance(raw, str) else ("" if raw is None else str(raw))
     parsed = parse_answer(raw_text)
-    raw_text = raw_text[:MAX_RAW_CHARS]  # what is kept in DIRECTIVES and the cache
     sections, warnings = parsed.sections, list(parsed.warnings)
+    if len(raw_text) > MAX_ANSWER_CHARS:
+        return _fallback(instruction, raw_text[:MAX_ANSWER_CHARS], warnings, "the model answer is too long")
     for tag in ("answer", "object"):
-        if _echoes_the_prompt(sections[tag]):
+        if tag in parsed.placeholders:
+            warnings.append(f"the <{tag}> section is a template placeholder, not an answer; ignored")
+            sections[tag] = ""
+        elif _echoes_the_prompt(sections[tag]):
             warnings.append(f"the <{tag}> section repeats the prompt's instructions; ignored")
             sections[tag] = ""
     answer_ok = _looks_like_text(sections["answer"])
@@ -207,23 +261,27 @@ def _decomposition_from_answer(raw, instruction: str) -> Decomposition:
 
     if not answer_ok and not targets:
         why = "empty model answer" if not raw_text.strip() else "no usable <answer> or <object> in the model answer"
-        result = decompose_rules(instruction)
-        result.source, result.raw = "fallback", raw_text
-        result.warnings = warnings + [f"{why}; used the rule-based decomposition"]
-        return result
+        return _fallback(instruction, raw_text, warnings, why)
 
     if answer_ok:
         enriched = sections["answer"].replace("\n", " ")
     else:
         enriched = instruction
         warnings.append("no usable <answer>; kept the user's instruction as the enriched instruction")
+    fidelity = judge(instruction, enriched, sections["info"] + "\n" + sections["think"])
+    if fidelity.dropped:
+        warnings.append("the enriched instruction dropped " + _quoted(fidelity.dropped))
+    if fidelity.failed:
+        brought = (f" and brings in {_quoted(fidelity.ungrounded)}, which neither the instruction nor the model's "
+                   "scene description mention" if fidelity.ungrounded else " and names nothing from the scene instead")
+        return _fallback(instruction, raw_text, warnings,
+                         f"the answer drops {len(fidelity.dropped)} of the instruction's {fidelity.total} colour, "
+                         f"count, position and object phrases{brought}, so it replaces the instruction instead of "
+                         "explaining it")
     focus = find_focus(enriched)
     if not targets:
         targets = decompose_rules(enriched).targets
         warnings.append("no usable <object>; targets come from the rules")
-    lost = sorted({p.text.lower() for p in find_focus(instruction)} - {p.text.lower() for p in focus})
-    if lost:
-        warnings.append("the enriched instruction dropped " + ", ".join(repr(t) for t in lost))
     return Decomposition(
         enriched_instruction=enriched, targets=targets, focus=focus, source="mllm", warnings=warnings,
         raw=raw_text, instruction=instruction, description=sections["info"], reasoning=sections["think"],

@@ -13,7 +13,10 @@ class DecomposeSettings:
     temperature: 0 = greedy (reproducible, cacheable); > 0 samples with `seed` and `top_p`.
     image_max_pixels: the source image is shrunk to this area before the model sees it (the paper
         conditions its MLLM on a 384x384-pixel area); 0 keeps the full size.
-    timeout_s / retries / backoff_s: network backends only (exponential backoff between tries).
+    timeout_s: network backends: a wall-clock deadline for the whole call (connecting, waiting, reading
+        and every retry); a server that trickles its reply is cut off when it passes.
+    retries / backoff_s: network backends: more tries for transient failures (exponential backoff),
+        only while the deadline leaves time for them.
     strict: raise instead of falling back to rules when the model fails or answers nothing usable.
     """
 

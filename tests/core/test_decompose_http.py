@@ -4,8 +4,6 @@ import base64
 import io
 import json
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -13,55 +11,9 @@ from PIL import Image
 
 from cogniedit.decompose import DecomposeError, DecomposeSettings, OpenAIHTTPBackend, decompose
 from cogniedit.decompose.backends.openai_http import chat_completions_url
+from tests.fixtures.chat_server import ChatServer
 
-GOOD_ANSWER = ("<info>a white cup on the left, a blue cup on the right</info><think>left cup</think>"
-               "<answer>Make the white cup on the left red.</answer><object>one red cup on the left</object>")
 FAST = DecomposeSettings(max_new_tokens=64, timeout_s=2.0, retries=2, backoff_s=0.01)
-
-
-def completion(content):
-    return json.dumps({"id": "x", "object": "chat.completion",
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}).encode()
-
-
-class ChatServer:
-    """Plays a script of replies, one per request: ("ok", text) | ("status", code) | ("raw", bytes) | ("sleep", s)."""
-
-    def __init__(self):
-        self.script, self.requests = [], []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                kind, value = outer.script.pop(0) if outer.script else ("ok", GOOD_ANSWER)
-                if kind == "sleep":
-                    time.sleep(value)
-                    kind, value = "ok", GOOD_ANSWER
-                if kind == "status":
-                    self.send_response(value)
-                    self.end_headers()
-                    self.wfile.write(b"server trouble")
-                    return
-                payload = completion(value) if kind == "ok" else value
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -114,14 +66,49 @@ def test_large_images_are_shrunk_to_the_condition_area(server):
     assert w * h <= 384 * 384 and abs(w / h - 1.5) < 0.01
 
 
-def test_timeout_falls_back_quickly_with_a_warning(server, image):
+def test_timeout_falls_back_with_a_warning(server, image):
     server.script = [("sleep", 1.5)]
     settings = DecomposeSettings(timeout_s=0.2, retries=0)
-    started = time.perf_counter()
     result = decompose(image, "make the left cup red", OpenAIHTTPBackend(server.url, "m"), settings)
-    assert time.perf_counter() - started < 1.4  # gave up before the server answered
     assert result.source == "fallback" and "timed out after 0.2 s" in result.warnings[-1]
     assert [p.text for p in result.focus] == ["left", "red"]
+
+
+TRICKLE_BYTES = 60  # 30 s of trickling: a client without a real deadline takes all of it
+
+
+def test_the_deadline_stops_a_server_that_trickles_its_reply(server, image):
+    server.script = [("trickle", TRICKLE_BYTES)]
+    settings = DecomposeSettings(timeout_s=1.0, retries=2, backoff_s=0.01)
+    result = decompose(image, "make the left cup red", OpenAIHTTPBackend(server.url, "m"), settings)
+    assert result.source == "fallback" and "timed out after 1 s" in result.warnings[-1]
+    assert len(server.requests) == 1  # the deadline covers the retries too
+    assert server.trickle_over.wait(30) and server.hung_up.is_set()
+    assert server.trickled < TRICKLE_BYTES // 2  # the client hung up long before the server was done
+
+
+def test_cancel_stops_a_trickling_reply_and_is_not_a_fallback(server, image):
+    from cogniedit.decompose import Cancelled
+
+    cancel = threading.Event()
+    server.script = [("trickle", TRICKLE_BYTES)]
+    server.on_trickle = lambda sent: cancel.set() if sent == 2 else None  # the user presses Cancel mid-reply
+    with pytest.raises(Cancelled):
+        decompose(image, "make the left cup red", OpenAIHTTPBackend(server.url, "m"),
+                  DecomposeSettings(timeout_s=600.0), cancel=cancel)
+    assert server.trickle_over.wait(30) and server.hung_up.is_set() and server.trickled < TRICKLE_BYTES // 2
+
+
+def test_redirects_are_not_followed_so_the_key_stays_with_its_server(server, image):
+    elsewhere = ChatServer()
+    try:
+        server.script = [("redirect", elsewhere.url + "/chat/completions")]
+        result = decompose(image, "make the left cup red", OpenAIHTTPBackend(server.url, "m", api_key="k-1"), FAST)
+        assert result.source == "fallback" and "redirect" in result.warnings[-1] and "not followed" in result.warnings[-1]
+        assert server.requests[0]["headers"]["Authorization"] == "Bearer k-1"
+        assert elsewhere.requests == []
+    finally:
+        elsewhere.close()
 
 
 def test_http_500_then_success_is_retried(server, image):
@@ -171,3 +158,11 @@ def test_unreachable_server_falls_back(image):
     settings = DecomposeSettings(timeout_s=0.5, retries=1, backoff_s=0.0)
     result = decompose(image, "make it red", OpenAIHTTPBackend(f"http://127.0.0.1:{port}", "m"), settings)
     assert result.source == "fallback" and "connection failed" in result.warnings[-1]
+
+
+def test_an_http_proxy_from_the_environment_is_used(server, image, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", server.url.rsplit("/", 1)[0])  # our server plays the proxy
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    result = decompose(image, "make the left cup red", OpenAIHTTPBackend("http://model-host.invalid:9/v1", "m"), FAST)
+    assert result.source == "mllm" and server.requests[0]["path"] == "http://model-host.invalid:9/v1/chat/completions"

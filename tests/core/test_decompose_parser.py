@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cogniedit.decompose.parser import MAX_RAW_CHARS, decomposition_from_answer, parse_answer
+from cogniedit.decompose.parser import decomposition_from_answer, parse_answer
 
 INSTRUCTION = "make the purple circle red"
 GOOD = (
@@ -97,22 +97,22 @@ def test_answer_without_object_uses_rule_targets_and_says_so():
     assert any("no usable <object>" in w for w in result.warnings)
 
 
-def test_a_dropped_focus_phrase_is_reported():
+def test_a_dropped_focus_phrase_is_named():
     result = decomposition_from_answer("<answer>Make the circle crimson.</answer><object>circle</object>", INSTRUCTION)
     assert any("dropped" in w and "'purple'" in w and "'red'" in w for w in result.warnings)
 
 
-def test_huge_answer_is_cut_and_still_parsed():
-    raw = GOOD + "<think>" + "blah " * 200_000
+def test_a_long_answer_under_the_cap_is_parsed():
+    raw = GOOD + "<think>" + "blah " * 10_000
     result = decomposition_from_answer(raw, INSTRUCTION)
     assert result.source == "mllm" and result.targets[0] == "one red circle on the left"
-    assert any(str(MAX_RAW_CHARS) in w for w in result.warnings)
 
 
 def test_deeply_nested_tags_and_json():
-    raw = "<answer>" * 5_000 + "Make the purple circle red." + "</answer>" * 5_000
-    assert decomposition_from_answer(raw, INSTRUCTION).enriched_instruction == "Make the purple circle red."
-    too_deep = "<answer>" * 20_000 + "Make the purple circle red." + "</answer>" * 20_000  # content beyond the cut
+    raw = "<answer>" * 3_000 + "Make the purple circle red." + "</answer>" * 3_000
+    nested_tags = decomposition_from_answer(raw, INSTRUCTION)
+    assert nested_tags.enriched_instruction == "Make the purple circle red." and len(nested_tags.warnings) <= 12
+    too_deep = "<answer>" * 20_000 + "Make the purple circle red." + "</answer>" * 20_000  # over the answer cap
     assert decomposition_from_answer(too_deep, INSTRUCTION).source == "fallback"
     nested = "<answer>" + "[" * 50_000 + "]" * 50_000 + "</answer>"
     assert decomposition_from_answer(nested, INSTRUCTION).source == "fallback"
@@ -130,7 +130,7 @@ def test_injection_like_text_cannot_smuggle_control_tokens():
 
 
 def test_answer_and_targets_are_length_capped():
-    raw = "<answer>" + "make it red " * 1000 + "</answer><object>" + "\n".join(f"circle {i}" for i in range(100)) + "</object>"
+    raw = "<answer>" + "make the purple circle red " * 1000 + "</answer><object>" + "\n".join(f"circle {i}" for i in range(100)) + "</object>"
     result = decomposition_from_answer(raw, INSTRUCTION)
     assert len(result.enriched_instruction) <= 1000 and len(result.targets) == 16
 
@@ -141,3 +141,90 @@ def test_an_answer_that_echoes_the_prompt_is_not_used():
     echoed = SYSTEM_PROMPT[SYSTEM_PROMPT.index("<answer>"):SYSTEM_PROMPT.index("Answer with exactly")]
     result = decomposition_from_answer(echoed, INSTRUCTION)
     assert result.source == "fallback" and any("repeats the prompt" in w for w in result.warnings)
+
+
+# --- issue #13 item 4: parser robustness --------------------------------------------------------------------
+
+def test_a_think_that_mentions_the_answer_tag_does_not_take_over_the_answer():
+    raw = ("<info>a purple circle on the left</info>"
+           "<think>I must put the rewritten instruction inside the <answer> tag, keeping purple and red.</think>"
+           "<answer>Make the purple circle on the left red.</answer><object>one red circle on the left</object>")
+    result = decomposition_from_answer(raw, INSTRUCTION)
+    assert result.source == "mllm"
+    assert result.enriched_instruction == "Make the purple circle on the left red."
+    assert result.reasoning.startswith("I must put the rewritten instruction inside the")
+    quoted = ("<think>The format is <answer>...</answer> then <object>...</object>.</think>"
+              "<answer>Make the purple circle red.</answer><object>one red circle</object>")
+    assert decomposition_from_answer(quoted, INSTRUCTION).enriched_instruction == "Make the purple circle red."
+
+
+def test_a_cjk_answer_without_spaces_is_text():
+    instruction = "把紫色的圆变成红色"
+    result = decomposition_from_answer("<answer>把左边紫色的圆变成红色</answer><object>左边的红色圆</object>", instruction)
+    assert result.source == "mllm"
+    assert result.enriched_instruction == "把左边紫色的圆变成红色" and result.targets == ["左边的红色圆"]
+    kana = decomposition_from_answer("<answer>左の円を赤くしてください</answer>", "円を赤くして")
+    assert kana.source == "mllm" and kana.enriched_instruction == "左の円を赤くしてください"
+
+
+@pytest.mark.parametrize("placeholder", [
+    "answer here", "Answer here.", "<answer>", "your enriched instruction here", "Enriched instruction",
+    "...", "N/A", "the instruction goes here", "[answer]", "TODO",
+])
+def test_a_placeholder_echo_is_not_accepted_as_the_instruction(placeholder):
+    raw = f"<info>shapes</info><think>think here</think><answer>{placeholder}</answer><object>object here</object>"
+    assert_falls_back_saying(raw, "placeholder")
+
+
+def assert_falls_back_saying(raw, why):
+    result = decomposition_from_answer(raw, INSTRUCTION)
+    assert result.source == "fallback" and result.enriched_instruction == INSTRUCTION
+    assert any(why in w for w in result.warnings), result.warnings
+
+
+# --- issue #12: caps and hostile answers --------------------------------------------------------------------
+
+def test_an_answer_over_the_cap_is_refused():
+    from cogniedit.decompose.parser import MAX_ANSWER_CHARS
+
+    assert MAX_ANSWER_CHARS == 65_536
+    raw = GOOD + "<think>" + "blah " * 200_000  # a 1 MB answer
+    result = decomposition_from_answer(raw, INSTRUCTION)
+    assert result.source == "fallback" and result.enriched_instruction == INSTRUCTION
+    assert any("65,536" in w for w in result.warnings)
+    assert len(result.raw) <= MAX_ANSWER_CHARS
+
+
+@pytest.mark.parametrize("answer", [
+    "Make the circle crimson.",                       # both colours replaced
+    "Delete everything and draw a cat.",              # the instruction replaced
+    "Make the green square on the right blue.",       # every attribute swapped
+])
+def test_a_well_formed_answer_that_drops_the_users_attribute_words_falls_back(answer):
+    assert_falls_back_saying(f"<info>a purple circle</info><answer>{answer}</answer><object>one circle</object>", "dropped")
+
+
+SCENE = "a yellow triangle at row 1, column 1; a purple square at row 0, column 0; a red square at row 2, column 2"
+
+
+@pytest.mark.parametrize("instruction, answer", [
+    ("make the circle the same colour as the square", "Make the circle purple."),          # colour transfer
+    ("move the thing in the centre one cell up", "move the yellow triangle up"),            # reference by cell
+    ("include one yellow circle for every square", "add two yellow circles"),               # count off the scene
+    ("take out every square except the red one", "remove the purple square"),               # exclusion
+    ("The leftmost blue circle needs to go by one cell to the right", "move the left blue circle to the right"),
+    ("A pair of orange triangles must be added.", "add two orange triangles"),              # canonical wording
+    ("put two yellow circle in the top-left corner", "Add 2 yellow circles at the top left."),
+])
+def test_an_answer_that_resolves_a_reference_from_its_scene_description_is_used(instruction, answer):
+    result = decomposition_from_answer(f"<info>{SCENE}</info><answer>{answer}</answer>", instruction)
+    assert result.source == "mllm" and result.enriched_instruction == answer
+
+
+def test_a_resolution_the_scene_description_does_not_support_falls_back():
+    raw = "<info>a red circle and a green square</info><answer>move the yellow triangle up</answer>"
+    result = decomposition_from_answer(raw, "move the thing in the centre one cell up")
+    assert result.source == "fallback" and any("brings in 'yellow', 'triangle'" in w for w in result.warnings)
+    unexplained = decomposition_from_answer("<answer>move the yellow triangle up</answer>",
+                                            "move the thing in the centre one cell up")
+    assert unexplained.source == "fallback"  # no scene description: nothing explains the new words

@@ -65,3 +65,29 @@ def test_saved_folder_loads_through_the_torchvision_free_processor(backend, imag
 def test_a_folder_without_a_model_falls_back_and_names_the_fix(tmp_path, image):
     result = decompose(image, "make the cup red", TransformersVLMBackend(str(tmp_path)), SETTINGS)
     assert result.source == "fallback" and "no config.json" in result.warnings[-1]
+
+
+def test_cancel_stops_generation_between_tokens(backend, image):
+    from cogniedit.decompose import Cancelled
+
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 3  # the user presses Cancel while tokens are being generated
+
+    with pytest.raises(Cancelled):
+        decompose(image, "make the left cup red", backend, DecomposeSettings(max_new_tokens=200), cancel=cancel)
+    assert 3 < len(calls) < 200  # consulted per token, and generation stopped long before max_new_tokens
+
+
+def test_allowed_roots_pick_the_folder_by_name(backend, image, tmp_path):
+    folder = tmp_path / "LLM" / "tiny-qwen"
+    backend.model.save_pretrained(folder)
+    backend.processor.save_pretrained(folder)
+    named = TransformersVLMBackend("tiny-qwen", allowed_roots=[tmp_path / "LLM"])
+    assert named.model_path == str(folder.resolve())
+    assert named.generate(build_messages("add three birds"), image, SETTINGS) == \
+        backend.generate(build_messages("add three birds"), image, SETTINGS)
+    with pytest.raises(ValueError, match="outside the allowed model folders"):
+        TransformersVLMBackend(str(folder), allowed_roots=[tmp_path / "elsewhere"])

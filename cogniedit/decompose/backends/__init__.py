@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Backend, BackendError
+from .base import Backend, BackendError, CancelCheck, Cancelled
 from .comfy_text_encoder import ComfyTextEncoderBackend, GenerationRequest
 from .openai_http import OpenAIHTTPBackend
 from .rules import RulesBackend
@@ -25,5 +25,5 @@ def make_backend(name: str, **kwargs) -> Backend:
     return cls(**kwargs)
 
 
-__all__ = ["Backend", "BackendError", "BACKENDS", "ComfyTextEncoderBackend", "GenerationRequest",
+__all__ = ["Backend", "BackendError", "BACKENDS", "CancelCheck", "Cancelled", "ComfyTextEncoderBackend", "GenerationRequest",
            "OpenAIHTTPBackend", "RulesBackend", "TransformersVLMBackend", "make_backend"]

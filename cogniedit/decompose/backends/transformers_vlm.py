@@ -1,7 +1,9 @@
 """Any local transformers vision-language model folder (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, ...).
 
 Loads with `AutoModelForImageTextToText` and the folder's processor; `trust_remote_code` is off
-unless the caller turns it on. Without torchvision, transformers 5 cannot build the stock Qwen-VL
+unless the caller turns it on, and nothing is fetched from a hub (`local_files_only`). With `allowed_roots`
+(the ComfyUI node always passes them) the folder must lie inside one of them, links resolved, and is
+checked again just before loading (model_folders.py). Without torchvision, transformers 5 cannot build the stock Qwen-VL
 processors (their video slot needs it) and `AutoProcessor` quietly returns the bare tokenizer, so an
 image-only processor around the PIL image processor is built instead (`image_only_processor`).
 """
@@ -13,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model_folders import check_model_folder, resolve_model_folder
 from ..settings import DecomposeSettings
-from .base import BackendError
+from .base import BackendError, CancelCheck, Cancelled
 
 # Turns {"type": "image"} parts into Qwen vision markers; used when a folder ships no chat template
 # with image support (the stock Qwen tokenizer template is text-only).
@@ -61,8 +64,9 @@ def _has_torchvision() -> bool:
 def load_processor(folder: str, model_type: str, trust_remote_code: bool = False):
     import transformers
 
+    local = {"trust_remote_code": trust_remote_code, "local_files_only": True}
     if _has_torchvision():
-        processor = transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        processor = transformers.AutoProcessor.from_pretrained(folder, **local)
         if hasattr(processor, "image_processor"):
             if not getattr(processor, "chat_template", None):
                 processor.chat_template = QWEN_VL_CHAT_TEMPLATE
@@ -73,24 +77,30 @@ def load_processor(folder: str, model_type: str, trust_remote_code: bool = False
             f"cannot build a processor for model type {model_type!r} without torchvision; "
             "install torchvision or use a Qwen2-VL / Qwen2.5-VL / Qwen3-VL model"
         )
-    image_processor = transformers.AutoImageProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    image_processor = transformers.AutoImageProcessor.from_pretrained(folder, **local)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **local)
     template = getattr(tokenizer, "chat_template", None)
     template = template if template and "image" in template else None
     return image_only_processor(getattr(transformers, base_name), image_processor, tokenizer, template)
 
 
 class TransformersVLMBackend:
-    """A local VLM: pass a model folder, or an already built `model` and `processor`."""
+    """A local VLM: pass a model folder, or an already built `model` and `processor`.
+
+    allowed_roots: when given, `model_path` is a folder name (or a path) that must resolve inside one of
+    these folders; ValueError otherwise. None trusts the caller's path (library use)."""
 
     name = "transformers_vlm"
     uses_model = True
 
     def __init__(self, model_path: str | None = None, *, model=None, processor=None, device: str = "cpu",
                  dtype: str | None = None, trust_remote_code: bool = False, model_id: str | None = None,
-                 generate_kwargs: dict | None = None):
+                 generate_kwargs: dict | None = None, allowed_roots=None):
         if model_path is None and (model is None or processor is None):
             raise ValueError("TransformersVLMBackend needs model_path, or both model= and processor=")
+        self.allowed_roots = None if allowed_roots is None else list(allowed_roots)
+        if model_path is not None and self.allowed_roots is not None:
+            model_path = str(resolve_model_folder(model_path, self.allowed_roots))
         self.model_path = model_path
         self.model, self.processor = model, processor
         self.device, self.dtype, self.trust_remote_code = device, dtype, trust_remote_code
@@ -107,9 +117,11 @@ class TransformersVLMBackend:
         import transformers
 
         folder = Path(self.model_path)
+        if self.allowed_roots is not None:
+            check_model_folder(folder, self.allowed_roots)  # the folder may have changed since it was chosen
         if not (folder / "config.json").is_file():
             raise BackendError(f"{folder} is not a transformers model folder (no config.json); point model_path at one")
-        kwargs = {"trust_remote_code": self.trust_remote_code}
+        kwargs = {"trust_remote_code": self.trust_remote_code, "local_files_only": True}
         if self.dtype:
             kwargs["dtype"] = self.dtype
         model = transformers.AutoModelForImageTextToText.from_pretrained(str(folder), **kwargs)
@@ -133,7 +145,7 @@ class TransformersVLMBackend:
         kwargs.update(self.extra_generate_kwargs)
         return kwargs
 
-    def generate(self, messages, image, settings) -> str:
+    def generate(self, messages, image, settings, cancel: CancelCheck | None = None) -> str:
         import torch
 
         with self._lock:
@@ -141,7 +153,24 @@ class TransformersVLMBackend:
             inputs = self.prepare(messages, image)
             if settings.temperature > 0:
                 torch.manual_seed(settings.seed)
+            kwargs = self.generation_kwargs(settings)
+            if cancel is not None:
+                kwargs["stopping_criteria"] = _stop_when(cancel)
             with torch.inference_mode():
-                output = self.model.generate(**inputs, **self.generation_kwargs(settings))
+                output = self.model.generate(**inputs, **kwargs)
+            if cancel is not None and cancel():
+                raise Cancelled("cancelled while the model generated")
             new_tokens = output[:, inputs["input_ids"].shape[1]:]
             return self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
+
+
+def _stop_when(cancel: CancelCheck):
+    """transformers stopping criteria: checked after every generated token."""
+    import torch
+    import transformers
+
+    class StopWhenCancelled(transformers.StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), bool(cancel()), dtype=torch.bool, device=input_ids.device)
+
+    return transformers.StoppingCriteriaList([StopWhenCancelled()])
