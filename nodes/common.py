@@ -44,6 +44,11 @@ def resolve_safetensors(folder: str, name: str) -> str:
     return path
 
 
+def capped(items: list[str], limit: int) -> list[str]:
+    """At most ``limit`` items, then "... and N more": reports stay bounded whatever the input size."""
+    return list(items[:limit]) + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
+
+
 # ---------------------------------------------------------------- focus hook
 # DIRECTIVES may carry a focus patch under FOCUS_PATCH_KEY: a callable ``patch(model) -> model`` that returns a
 # patched clone of the MODEL (the Token Focus node puts it there). Its optional ``description`` attribute is
