@@ -54,7 +54,6 @@ class FocusTally:
     tokens one call found inside the text. Cheap: plain integers, the hit count is cached per batch layout."""
 
     planned_tokens: int = 0
-    planned_text_len: int | None = None  # the text length Token Focus computed for its prompt (None: unknown)
     seen: int = 0
     selected: int = 0
     biased: int = 0
@@ -67,8 +66,8 @@ class FocusTally:
 
     def record(self, text_len: int, selected: bool, hits: int = 0) -> None:
         self.seen += 1
-        self.shortest_text = text_len if self.shortest_text is None else min(self.shortest_text, text_len)
-        if selected:
+        if selected:  # the texts focus was meant for (not the uncond pass left alone)
+            self.shortest_text = text_len if self.shortest_text is None else min(self.shortest_text, text_len)
             self.selected += 1
             self.biased += hits > 0
             self.tokens_hit = max(self.tokens_hit, hits)

@@ -176,7 +176,7 @@ def test_positions_outside_the_text_are_an_all_miss(positions):
     """A prompt that is not what was encoded: its token positions fall outside the 4-token text that reaches the
     model, so nothing is biased: an all-miss, loudly, and the output is the unpatched one."""
     q, k, v = qkv()
-    tally = FocusTally(planned_tokens=2, planned_text_len=9)
+    tally = FocusTally(planned_tokens=2)
     out = make_attention_override([positions], 20.0, tally=tally)(sdpa, q, k, v, H, None,
                                                                    transformer_options=opts(), skip_reshape=True)
     assert torch.equal(out, sdpa(q, k, v, H, skip_reshape=True))
