@@ -135,6 +135,9 @@ def test_focus_weights_are_loaded_with_the_file_checks(loader, trained, folders)
     (folders["cogniedit"] / "truncated.safetensors").write_bytes(good[:50])
     with pytest.raises(ValueError, match="'truncated.safetensors' is truncated"):  # the core's file checks
         loader.CogniEditLoader.execute(model, "(none)", 1.0, "truncated.safetensors")
+    (folders["cogniedit"] / "random.safetensors").write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(ValueError, match="^focus weights 'random.safetensors' is not a safetensors file .*convert"):
+        loader.CogniEditLoader.execute(model, "(none)", 1.0, "random.safetensors")
 
 
 def test_focus_weights_of_another_run_are_refused(comfy, loader, trained, folders):
