@@ -76,11 +76,18 @@ def read_safetensors(path, what: str = "file", device: str = "cpu") -> tuple[dic
     safetensors still finds (a tensor whose size does not match its dtype and shape) is one line too."""
     from safetensors.torch import load_file
 
+    from safetensors import SafetensorError
+
     metadata = read_safetensors_metadata(path, what)
     try:
         tensors = load_file(os.fspath(path), device=device)
-    except Exception as exc:  # safetensors raises its own (Rust) error type
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise _fail(what, Path(path), f"is not a valid safetensors file ({reason}); export or download it "
-                    "again") from None
+    except SafetensorError as exc:
+        raise unreadable(what, path, exc) from None
     return tensors, metadata
+
+
+def unreadable(what: str, path, exc: Exception) -> SafetensorsFileError:
+    """The one-line error for a file the header check passed but the reader still refused (e.g. a tensor whose
+    byte range does not match its dtype and shape); for readers that load the file themselves (ComfyUI's)."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return _fail(what, Path(path), f"is not a valid safetensors file ({reason}); export or download it again")

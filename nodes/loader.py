@@ -10,17 +10,17 @@ core's header check (``cogniedit.safetensors_io``): a file that is not safetenso
 from __future__ import annotations
 
 import math
-import os
 
 import comfy.lora
 import comfy.lora_convert
 import comfy.sd
 import comfy.utils
 import comfy.weight_adapter
+import safetensors
 from comfy_api.latest import io
 
 from ..cogniedit.focus.weights_file import base_model_hash, load_focus_weights
-from ..cogniedit.safetensors_io import SafetensorsFileError, read_safetensors_metadata
+from ..cogniedit.safetensors_io import read_safetensors_metadata, unreadable
 from .common import MODELS_FOLDER, capped, register_models_folder, resolve_safetensors, safetensors_files
 from .types import FocusWeights
 
@@ -122,10 +122,8 @@ def load_lora_file(path: str) -> tuple[dict, dict]:
     read_safetensors_metadata(path, "LoRA")
     try:
         lora, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
-    except Exception as exc:  # what the header check cannot see (a tensor shorter than its dtype and shape)
-        raise SafetensorsFileError(f"LoRA {os.path.basename(path)!r} is not a valid safetensors file "
-                                   f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); export or "
-                                   "download it again") from None
+    except (safetensors.SafetensorError, ValueError) as exc:  # what the header check cannot see
+        raise unreadable("LoRA", path, exc) from None
     return lora, metadata or {}
 
 

@@ -4,7 +4,9 @@ cogniedit.focus.weights_file are loaded with its file checks and handed on."""
 
 from __future__ import annotations
 
+import json
 import logging
+import struct
 
 import pytest
 import torch
@@ -249,7 +251,10 @@ def test_bad_files_get_clear_errors(loader, qwen, folders):
     (folders["loras"] / "random.safetensors").write_bytes(bytes(range(256)) * 64)
     save_file(lora_state(model, QWEN_MODULES[:1]), str(folders["loras"] / "good.safetensors"))
     (folders["loras"] / "cut.safetensors").write_bytes((folders["loras"] / "good.safetensors").read_bytes()[:-100])
-    for name, problem in (("random.safetensors", "is not a safetensors file"), ("cut.safetensors", "is truncated")):
+    header = json.dumps({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}).encode()  # 12 bytes in 8
+    (folders["loras"] / "bad_tensor.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+    for name, problem in (("random.safetensors", "is not a safetensors file"), ("cut.safetensors", "is truncated"),
+                          ("bad_tensor.safetensors", "is not a valid safetensors file")):
         with pytest.raises(ValueError) as info:  # not safetensors' raw "header too large" / "incomplete metadata"
             loader.CogniEditLoader.execute(model, name, 1.0)
         message = str(info.value)
