@@ -85,7 +85,8 @@ def read_focus_metadata(path) -> dict:
         raise FocusWeightsError(str(exc)) from None
     if meta.get("format") != FORMAT:
         raise FocusWeightsError(f"{path.name!r} is not a CogniEdit focus weights file (format={meta.get('format')!r}); "
-                                "pick the focus weights file the CogniEdit trainer wrote (focus.safetensors in its output)")
+                                "pick the focus weights file the CogniEdit trainer wrote (focus.safetensors in its "
+                                "output)")
     if meta.get("format_version") != FORMAT_VERSION:
         raise FocusWeightsError(
             f"{path.name!r} has focus format version {meta.get('format_version')!r}; this CogniEdit reads version "
