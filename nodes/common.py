@@ -44,11 +44,35 @@ def resolve_safetensors(folder: str, name: str) -> str:
     return path
 
 
+# The largest source the pack encodes and samples: edit models work at about 1 MP, and the joint attention grows
+# with the square of the token count, so far larger sources only end in a raw allocation error much later.
+MAX_SOURCE_PIXELS = 2048 * 2048  # 4.2 MP
+
+
+def check_source_size(width: int, height: int, what: str = "source image") -> None:
+    """Refuse a source over MAX_SOURCE_PIXELS at once, with the fix (scale it down), before anything is allocated."""
+    if width * height <= MAX_SOURCE_PIXELS:
+        return
+    where = "before VAE Encode" if "latent" in what else "before this node"
+    raise ValueError(f"{what} {width}x{height} px ({width * height / 1e6:.1f} MP) is over CogniEdit's limit of "
+                     f"{MAX_SOURCE_PIXELS / 1e6:.1f} MP (2048x2048): edit models work at about 1 MP and this size "
+                     f"would not fit in memory. Scale the image down {where}, e.g. with ImageScaleToTotalPixels "
+                     "(megapixels 1.0).")
+
+
+def capped(items: list[str], limit: int) -> list[str]:
+    """At most ``limit`` items, then "... and N more": reports stay bounded whatever the input size."""
+    return list(items[:limit]) + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
+
+
 # ---------------------------------------------------------------- focus hook
 # DIRECTIVES may carry a focus patch under FOCUS_PATCH_KEY: a callable ``patch(model) -> model`` that returns a
 # patched clone of the MODEL (the Token Focus node puts it there). Its optional ``description`` attribute is
 # shown in the sampler's report. Without it the samplers behave exactly like ComfyUI's CFGGuider.
 FOCUS_PATCH_KEY = "focus_patch"
+# A focus patch's OUTER_SAMPLE wrapper carries its run-time tally (cogniedit.focus.override.FocusTally) under this
+# attribute; it is reset when sampling starts, so after sampling it holds what that run applied.
+TALLY_ATTRIBUTE = "cogniedit_tally"
 
 
 def focus_patch_of(directives: dict[str, Any] | None) -> Callable | None:
@@ -84,3 +108,18 @@ def apply_focus(model, directives: dict[str, Any] | None):
     if patched is None:
         raise ValueError("the focus patch in DIRECTIVES returned no MODEL; it must return a patched clone")
     return patched, str(getattr(patch, "description", "on"))
+
+
+def applied_focus(model) -> list[str]:
+    """After sampling ``model``: what its focus patches applied in that run (counted at run time), one line each,
+    with their warnings ("FOCUS NOT APPLIED: ..."). Empty when the MODEL carries no focus patch."""
+    import comfy.patcher_extension
+
+    lines = []
+    for wrappers in model.wrappers.get(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, {}).values():
+        for wrapper in wrappers:
+            tally = getattr(wrapper, TALLY_ATTRIBUTE, None)
+            if tally is not None:
+                line, warnings = tally.summary()
+                lines += [line] + [f"warning: {warning}" for warning in warnings]
+    return lines

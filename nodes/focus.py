@@ -18,6 +18,7 @@ replaces rather than stacks; an override or block patch someone else set is kept
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,18 +29,20 @@ import comfy.patcher_extension
 from comfy_api.latest import io
 
 from ..cogniedit.decompose.types import Decomposition
-from ..cogniedit.focus.bias import FocusSchedule, parse_blocks
+from ..cogniedit.focus.bias import FocusSchedule, parse_blocks, select_blocks
 from ..cogniedit.focus.learned import LearnedFocus, count_blocks, text_hidden_size
-from ..cogniedit.focus.override import TXT_LEN_KEY, FocusProbe, active_samples, make_attention_override
+from ..cogniedit.focus.override import TXT_LEN_KEY, FocusProbe, FocusTally, active_samples, make_attention_override
 from ..cogniedit.focus.spans import phrase_spans
 from ..cogniedit.focus.weights_file import FocusWeightsError, base_model_hash, check_focus_fit, learned_focus_from
 from ..cogniedit.text.tokenizer import load_qwen25_tokenizer
-from .common import FOCUS_PATCH_KEY
-from .focus_unet import apply_unet_focus, clip_spans, foreign_blocks, remove_unet_focus
+from .common import FOCUS_PATCH_KEY, TALLY_ATTRIBUTE, capped
+from .focus_unet import apply_unet_focus, attn2_keys, clip_spans, foreign_blocks, remove_unet_focus
 from .types import Directives, FocusWeights
 
 PATCH_KEY = "cogniedit_focus"
 DIFFUSION_MODEL = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
+OUTER_SAMPLE = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+REPORT_PHRASES, REPORT_SPANS, REPORT_WARNINGS = 12, 3, 8  # the report lists this many, then "... and N more"
 MODES = {"training_free_bias": "bias", "value_scale": "value", "learned": "learned"}
 LAYOUTS = ["auto", "qwen_image", "qwen_image_edit", "flux", "sd_clip"]
 LAYOUT_OF_FAMILY = {"qwen_image": "qwen_image_edit", "flux": "flux", "sd_unet": "sd_clip"}
@@ -108,12 +111,21 @@ class FocusTokens:
     prompt_range: tuple[int, int] | None = None  # (start, length) of the whole prompt, start as in entry
 
 
+def span_lines(spans, shift: int = 0) -> list[str]:
+    """One bounded line per phrase ("'red' -> tokens 3..3, 17..17 ... and 5 more"), at most REPORT_PHRASES."""
+    by_phrase: dict[str, list[str]] = {}
+    for span in spans:
+        by_phrase.setdefault(span.phrase, []).append(f"{span.start + shift}..{span.end - 1 + shift}")
+    lines = [f"{phrase[:60]!r} -> tokens {', '.join(capped(ranges, REPORT_SPANS))}"
+             for phrase, ranges in by_phrase.items()]
+    return capped(lines, REPORT_PHRASES)
+
+
 def focus_tokens(prompt: str, phrases: list[str], layout: str) -> FocusTokens:
     if layout == "sd_clip":
         # ComfyUI's CLIP positions; a FocusSpans entry also focuses the conditioning's repeated 77-token copies
         found = clip_spans(prompt, phrases)
-        lines = [f"{s.phrase!r} -> tokens {s.start}..{s.end - 1}" for s in found.spans]
-        return FocusTokens(found, len(found.positions), lines, list(found.warnings))
+        return FocusTokens(found, len(found.positions), span_lines(found.spans), list(found.warnings))
     if layout == "flux":
         found = phrase_spans(prompt, phrases, t5_tokenizer(), "flux")
         whole = phrase_spans(prompt, [prompt], t5_tokenizer(), "flux")
@@ -123,7 +135,7 @@ def focus_tokens(prompt: str, phrases: list[str], layout: str) -> FocusTokens:
         whole = phrase_spans(prompt, [prompt], tokenizer, "qwen_image")
     from_end = layout == "qwen_image_edit"
     shift = -found.text_len if from_end else 0
-    lines = [f"{s.phrase!r} -> tokens {s.start + shift}..{s.end - 1 + shift}" for s in found.spans]
+    lines = span_lines(found.spans, shift)
     if layout == "qwen_image":
         entry = found  # FocusSpans: the core also focuses ComfyUI's repeated copies of a short conditioning
     elif from_end:
@@ -212,7 +224,7 @@ def record_text_length(executor, *args, **kwargs):
 record_text_length.cogniedit_focus = True
 
 
-def learned_block_patch(plan: FocusPlan, prev_patch, probe: FocusProbe | None):
+def learned_block_patch(plan: FocusPlan, prev_patch, probe: FocusProbe | None, tally: FocusTally):
     """A ("dit", "double_block", i) replace: learned soft tokens into the text stream, attention bias onto the
     predicted window for this block only (an override in a copy of transformer_options: nothing to restore)."""
     module, devices = plan.learned, {}
@@ -221,18 +233,19 @@ def learned_block_patch(plan: FocusPlan, prev_patch, probe: FocusProbe | None):
     def patch(args, extra):
         to = args["transformer_options"]
         forward = prev_patch if prev_patch is not None else (lambda a, e: e["original_block"](a))
-        if not plan.schedule.active(to.get("sigmas"), to.get("sample_sigmas")):
-            return forward(args, extra)
         txt = args["txt"]
-        rows = torch.tensor(active_samples(txt.shape[0], to.get("cond_or_uncond"), plan.cond_only), device=txt.device)
-        if not bool(rows.any()):  # e.g. the uncond pass alone: exact
+        text_len = txt.shape[1]
+        active = active_samples(txt.shape[0], to.get("cond_or_uncond"), plan.cond_only)
+        selected = any(active) and plan.schedule.active(to.get("sigmas"), to.get("sample_sigmas"))
+        text_start = max(start + text_len if start < 0 else start, 0)  # Qwen(-Edit) counts from the end
+        inside = max(min(length, text_len - text_start), 0)  # instruction tokens within this text
+        tally.record(text_len, selected, inside)
+        if not selected or inside == 0:  # e.g. the uncond pass alone, or an instruction outside the text: exact
             return forward(args, extra)
+        rows = torch.tensor(active, device=txt.device)
         if txt.device not in devices:
             devices[txt.device] = module.to(txt.device)
-        text_len = txt.shape[1]
-        text_start = max(start + text_len if start < 0 else start, 0)  # Qwen(-Edit) counts from the end
-        new_txt, window = devices[txt.device](txt, to.get("block_index"), text_start,
-                                              max(min(length, text_len - text_start), 1), project=plan.project)
+        new_txt, window = devices[txt.device](txt, to.get("block_index"), text_start, inside, project=plan.project)
         new_txt = torch.where(rows[:, None, None], new_txt, txt)
         window = window.float() * rows[:, None]
         override = make_attention_override(list(window), plan.strength, "all", None,
@@ -249,6 +262,7 @@ def learned_block_patch(plan: FocusPlan, prev_patch, probe: FocusProbe | None):
 def remove_focus_patch(model) -> None:
     """Take this node's patches off a clone, restoring whatever they chained to."""
     model.remove_wrappers_with_key(DIFFUSION_MODEL, PATCH_KEY)
+    model.remove_wrappers_with_key(OUTER_SAMPLE, PATCH_KEY)
     to = remove_unet_focus(dict(model.model_options.get("transformer_options", {})))
     override = to.get("optimized_attention_override")
     while getattr(override, "cogniedit_focus", False):
@@ -272,15 +286,41 @@ def remove_focus_patch(model) -> None:
     model.model_options["transformer_options"] = to
 
 
+def planned_tally(plan: FocusPlan) -> FocusTally:
+    """The run-time counter for a plan: learned focus acts on the instruction's tokens, the others on the phrases'."""
+    planned = plan.tokens.prompt_range[1] if plan.learned is not None else plan.tokens.count
+    return FocusTally(planned_tokens=planned)
+
+
+def count_each_run(tally: FocusTally, label: str):
+    """OUTER_SAMPLE wrapper: reset the tally when a sampling run starts (a cached MODEL is sampled again and
+    again), log what was applied when it ends, loudly when nothing was. The CogniEdit Sampler reads the same tally
+    into its report; after a core sampler the log is where it shows."""
+    def count_run(executor, *args, **kwargs):
+        tally.reset()
+        output = executor(*args, **kwargs)
+        line, warnings = tally.summary()
+        logging.info("CogniEdit Token Focus (%s): %s", label, line)
+        for warning in warnings:
+            logging.warning("CogniEdit Token Focus (%s): %s", label, warning)
+        return output
+
+    setattr(count_run, TALLY_ATTRIBUTE, tally)
+    count_run.cogniedit_focus = True
+    return count_run
+
+
 def apply_plan(model, plan: FocusPlan, probe: FocusProbe | None = None):
-    """A clone of ``model`` with the focus patch (only our own earlier patch replaced). Identity plans give an
-    unpatched clone (bit-identical sampling) unless a probe asks to measure them."""
+    """A clone of ``model`` with the focus patch (only our own earlier patch replaced) and its run-time tally.
+    Identity plans give an unpatched clone (bit-identical sampling) unless a probe asks to measure them."""
     patched = model.clone()
     remove_focus_patch(patched)
     if plan.is_identity and probe is None:
         return patched
+    tally = planned_tally(plan)
+    patched.add_wrapper_with_key(OUTER_SAMPLE, PATCH_KEY, count_each_run(tally, plan_label(plan)))
     if plan.family == "sd_unet":
-        apply_unet_focus(patched, plan, probe)
+        apply_unet_focus(patched, plan, probe, tally)
         return patched
     patched.add_wrapper_with_key(DIFFUSION_MODEL, PATCH_KEY, record_text_length)
     to = patched.model_options["transformer_options"]
@@ -289,24 +329,36 @@ def apply_plan(model, plan: FocusPlan, probe: FocusProbe | None = None):
         dit_patches = dict(replaces.get("dit", {}))
         for index in plan.learned.block_indices:
             dit_patches[("double_block", index)] = learned_block_patch(
-                plan, dit_patches.get(("double_block", index)), probe)
+                plan, dit_patches.get(("double_block", index)), probe, tally)
         replaces["dit"] = dit_patches
         to["patches_replace"] = replaces
         return patched
     prev = to.get("optimized_attention_override")
     override = make_attention_override([plan.tokens.entry], plan.strength, plan.blocks, plan.schedule, prev,
-                                       mode=plan.mode, cond_only=plan.cond_only, probe=probe)
+                                       mode=plan.mode, cond_only=plan.cond_only, probe=probe, tally=tally)
     override.cogniedit_prev = prev
     to["optimized_attention_override"] = override
     return patched
 
 
-def describe(plan: FocusPlan, layout: str, family: str) -> str:
+def plan_label(plan: FocusPlan) -> str:
+    """Short name of a plan for the log and the sampler's report (what was planned, not what was applied)."""
+    if plan.is_identity:
+        return "off (strength 0 or no focus token)"
+    what = f"{plan.tokens.prompt_range[1]} instruction tokens" if plan.learned is not None \
+        else f"{plan.tokens.count} tokens"
+    mode = next(name for name, internal in MODES.items() if internal == plan.mode)  # the name the node shows
+    return f"{mode} x{plan.strength:g}, planned on {what}"
+
+
+def describe(plan: FocusPlan, layout: str, family: str, block_warnings: list[str] = ()) -> str:
     lines = [f"model: {family}, layout: {layout}, mode: {plan.mode}, strength: {plan.strength:g}, "
-             f"blocks: {plan.blocks}, steps: {plan.schedule.start_percent:g}-{plan.schedule.end_percent:g}, "
+             f"blocks: {plan.blocks[:60]}, steps: {plan.schedule.start_percent:g}-{plan.schedule.end_percent:g}, "
              f"cond only: {plan.cond_only}",
-             f"tokens focused: {plan.tokens.count}" + (" (positions counted from the end)"
-                                                       if layout == "qwen_image_edit" else "")]
+             f"tokens to focus: {plan.tokens.count}" + (" (positions counted from the end)"
+                                                        if layout == "qwen_image_edit" else ""),
+             "planned here; what sampling applied (attention calls biased, tokens hit) is counted while sampling: "
+             "see the CogniEdit Sampler's report, or the ComfyUI log after a core sampler"]
     lines += [f"  {line}" for line in plan.tokens.lines]
     if plan.learned is not None:
         start, length = plan.tokens.prompt_range
@@ -316,7 +368,7 @@ def describe(plan: FocusPlan, layout: str, family: str) -> str:
         if plan.learned.gate is not None:  # a warm-started run's gate: how open the relocation is per block
             opening = ", ".join(f"{float(a):.3f}" for a in torch.sigmoid(plan.learned.gate.detach()))
             lines.append(f"learned focus gate (sigmoid, per block): {opening}")
-    lines += [f"warning: {w}" for w in plan.tokens.warnings]
+    lines += [f"warning: {w}" for w in capped(list(block_warnings) + plan.tokens.warnings, REPORT_WARNINGS)]
     if plan.is_identity:
         lines.append("focus is off (strength 0 or no focus token): the MODEL is returned unpatched")
     return "\n".join(lines)
@@ -394,7 +446,7 @@ class CogniEditTokenFocus(io.ComfyNode):
         def focus_patch(target):
             return apply_plan(target, plan)
 
-        focus_patch.description = f"{mode} x{strength:g} on {plan.tokens.count} tokens"
+        focus_patch.description = plan_label(plan)
         out_directives = dict(directives or {}, **{FOCUS_PATCH_KEY: focus_patch})
         return io.NodeOutput(patched, report, out_directives)
 
@@ -406,6 +458,7 @@ def build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_per
     family = model_family(model)
     layout = resolve_layout(layout, family)
     parse_blocks(blocks)  # a bad block spec fails here, with its message, not mid-sampling
+    block_warnings = [] if MODES[mode] == "learned" else check_blocks(model, family, blocks)  # learned: the file's
     schedule = FocusSchedule(start_percent, end_percent)
     if directives is not None:
         prompt, phrase_list = directives_text(directives)
@@ -426,7 +479,31 @@ def build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_per
     if learned is not None and tokens.prompt_range is None:
         raise ValueError("the prompt has no tokens in the conditioning; learned focus needs the instruction text")
     plan = FocusPlan(tokens, float(strength), MODES[mode], blocks, schedule, bool(cond_only), learned, project, family)
-    return plan, describe(plan, layout, family)
+    return plan, describe(plan, layout, family, block_warnings)
+
+
+def model_blocks(model, family: str) -> dict:
+    """Blocks per type as the host labels them in transformer_options: DiT {"double": n[, "single": m]}, a UNet's
+    cross-attention sites in run order {None: n}."""
+    if family == "sd_unet":
+        return {None: len(attn2_keys(model.model.diffusion_model))}
+    return count_blocks(model.model.diffusion_model)
+
+
+def check_blocks(model, family: str, blocks: str) -> list[str]:
+    """Refuse a block spec that selects no block of this model (focus would change nothing); clamp one that reaches
+    past the last block, with a warning line naming the part beyond."""
+    counts = model_blocks(model, family)
+    selected, outside = select_blocks(blocks, counts)
+    have = ", ".join(f"{n} {kind} blocks (0-{n - 1})" if kind else f"{n} cross-attention sites (0-{n - 1})"
+                     for kind, n in counts.items())
+    if not any(selected.values()):
+        raise ValueError(f"blocks {blocks[:60]!r} select no block of this model ({family}: {have}); use 'all' or "
+                         "indices within that range")
+    if not outside:
+        return []
+    return [f"blocks {', '.join(capped(outside, 4))} are beyond this model's {have}: clamped, focus runs on the "
+            "selected blocks that exist"]
 
 
 NODES = [CogniEditTokenFocus]

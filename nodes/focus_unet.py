@@ -94,12 +94,13 @@ def foreign_blocks(model, blocks: str) -> list[tuple]:
     return [key for key in selected_keys(model, blocks) if _is_foreign(model, key)]
 
 
-def apply_unet_focus(patched, plan, probe=None) -> None:
-    """Install the cross-attention patch on the selected sites of a clone (ours removed first by the caller)."""
+def apply_unet_focus(patched, plan, probe=None, tally=None) -> None:
+    """Install the cross-attention patch on the selected sites of a clone (ours removed first by the caller);
+    ``tally`` counts what the patches apply while sampling."""
     for key in selected_keys(patched, plan.blocks):
         if _is_foreign(patched, key):
             continue
         patch = make_cross_attention_patch([plan.tokens.entry], plan.strength, host_attention, mode=plan.mode,
                                            schedule=plan.schedule, cond_only=plan.cond_only, probe=probe,
-                                           block_name=key)
+                                           block_name=key, tally=tally)
         patched.set_model_attn2_replace(patch, *key)

@@ -1,21 +1,27 @@
 """CogniEdit Loader: the trained LoRA (through ComfyUI's own LoRA machinery) plus the focus weights, in one step.
 
 The LoRA comes from ComfyUI's ``loras`` folder, the focus weights from ``models/cogniedit``. Before applying,
-every LoRA key is checked against the model's LoRA key map (``comfy.lora.model_lora_keys_unet``): a LoRA for
-another base model is refused with a message naming the fix instead of ComfyUI's silent "lora key not loaded"
-warnings and an unchanged model.
+every LoRA key is checked against the model's LoRA key map (``comfy.lora.model_lora_keys_unet``) and the shape of
+the weight it patches: a LoRA for another base model or variant is refused with a message naming the fix instead
+of ComfyUI's "lora key not loaded" warnings or shape errors and an unchanged model. Files are read after the
+core's header check (``cogniedit.safetensors_io``): a file that is not safetensors or is truncated is one line.
 """
 
 from __future__ import annotations
+
+import math
 
 import comfy.lora
 import comfy.lora_convert
 import comfy.sd
 import comfy.utils
+import comfy.weight_adapter
+import safetensors
 from comfy_api.latest import io
 
 from ..cogniedit.focus.weights_file import base_model_hash, load_focus_weights
-from .common import MODELS_FOLDER, register_models_folder, resolve_safetensors, safetensors_files
+from ..cogniedit.safetensors_io import read_safetensors_metadata, unreadable
+from .common import MODELS_FOLDER, capped, register_models_folder, resolve_safetensors, safetensors_files
 from .types import FocusWeights
 
 NO_FILE = "(none)"
@@ -25,38 +31,100 @@ FOCUS_HASH_KEY = "base_hash"  # focus-weights metadata (cogniedit.focus.weights_
 register_models_folder()
 
 
-def lora_key_status(model, lora: dict) -> tuple[list[str], list[str]]:
-    """(loaded, not_loaded) keys of a LoRA state dict for ``model``: a key loads when its module prefix
-    (``<prefix>.lora_A.weight``, ``<prefix>.alpha``, ``<prefix>_lora.up.weight``...) is in ComfyUI's key map."""
+def module_prefix(key: str, key_map: dict) -> str | None:
+    """The longest prefix of a LoRA key (cut at a "." or "_lora.") that ComfyUI's key map names, or None."""
+    cuts = [i for i, ch in enumerate(key) if ch == "."]
+    cuts += [i for i in range(len(key)) if key.startswith("_lora.", i)]
+    return next((key[:i] for i in sorted(cuts, reverse=True) if key[:i] in key_map), None)
+
+
+def patch_misfit(target, patch, shapes: dict) -> str | None:
+    """Why ComfyUI could not apply ``patch`` to the weight ``target`` (a key, or ``(key, (dim, start, size))`` for a
+    slice of a fused weight), or None when it fits. The rules are the ones ComfyUI's merge applies
+    (comfy.lora.calculate_weight: ``up @ down`` reshaped to the weight, a diff added as is); other adapter kinds
+    (LoHa, LoKr, OFT) are left to ComfyUI."""
+    key, offset = (target, None) if isinstance(target, str) else (target[0], target[1])
+    if key not in shapes:
+        return f"the layer {key} is not in this model"
+    shape = list(shapes[key])
+    if offset is not None:
+        shape[offset[0]] = offset[2]
+    if isinstance(patch, comfy.weight_adapter.LoRAAdapter):
+        up, down, _, mid, _, reshape = patch.weights
+        shape = list(reshape) if reshape is not None else shape
+        columns = down.shape[1:].numel() * (mid.shape[2:].numel() if mid is not None else 1)
+        if up.shape[0] != shape[0] or columns != math.prod(shape[1:]) or (mid is None and up.shape[1] != down.shape[0]):
+            return (f"shape: LoRA down {list(down.shape)} / up {list(up.shape)} does not fit the layer's weight "
+                    f"{shape}")
+    elif isinstance(patch, tuple) and patch[0] in ("diff", "set") and list(patch[1][0].shape) != shape:
+        return f"shape: {patch[0]} {list(patch[1][0].shape)} does not fit the layer's weight {shape}"
+    return None
+
+
+def lora_key_status(model, lora: dict) -> tuple[list[str], dict[str, str]]:
+    """(loaded, not_loaded {key: reason}) for the keys of a LoRA state dict on ``model``. A key loads when its
+    module prefix (``<prefix>.lora_A.weight``, ``<prefix>.alpha``, ``<prefix>_lora.up.weight``...) is in ComfyUI's
+    key map, ComfyUI's own reader makes a patch of that module's keys, and the patch has the shape of the
+    model's weight (a name match with the wrong shape only makes ComfyUI log an error and change nothing)."""
     key_map = comfy.lora.model_lora_keys_unet(model.model, {})
     converted = comfy.lora_convert.convert_lora(dict(lora))
-    loaded, not_loaded = [], []
+    shapes = {key: tuple(value.shape) for key, value in model.model.state_dict().items()}
+    by_module: dict[str | None, list[str]] = {}
     for key in converted:
-        cuts = [i for i, ch in enumerate(key) if ch == "."]
-        cuts += [i for i in range(len(key)) if key.startswith("_lora.", i)]
-        (loaded if any(key[:i] in key_map for i in cuts) else not_loaded).append(key)
+        by_module.setdefault(module_prefix(key, key_map), []).append(key)
+    loaded, not_loaded = [], {}
+    for prefix, keys in by_module.items():
+        reason = "no layer of this model has this name" if prefix is None else None
+        if prefix is not None:
+            try:
+                patches = comfy.lora.load_lora(converted, {prefix: key_map[prefix]}, log_missing=False)
+            except KeyError as missing:  # e.g. a lora_A without its lora_B
+                patches, reason = {}, f"incomplete: {missing} is missing"
+            if not patches:
+                reason = reason or "incomplete: no up/down (A/B) pair ComfyUI can read"
+            reason = reason or next(filter(None, (patch_misfit(t, p, shapes) for t, p in patches.items())), None)
+        if reason is None:
+            loaded += keys
+        else:
+            not_loaded.update(dict.fromkeys(keys, reason))
     return loaded, not_loaded
 
 
-def check_lora_fits(model, lora: dict, name: str, strict: bool) -> tuple[int, list[str]]:
+def example_misfits(not_loaded: dict[str, str], limit: int = 2) -> str:
+    """A bounded, one-line sample of the keys that do not fit and why."""
+    return "; ".join(capped([f"{key}: {reason}" for key, reason in not_loaded.items()], limit))
+
+
+def check_lora_fits(model, lora: dict, name: str, strict: bool) -> tuple[list[str], dict[str, str]]:
     loaded, not_loaded = lora_key_status(model, lora)
     arch = type(model.model).__name__
     if not loaded:
         raise ValueError(
-            f"LoRA {name!r} is not a LoRA for this model ({arch}): none of its {len(not_loaded)} keys match "
-            f"(e.g. {not_loaded[:2]}). It was trained for another base model; load the LoRA trained for "
-            f"{arch} (or connect the base model this LoRA was trained on).")
+            f"LoRA {name!r} is not a LoRA for this model ({arch}): none of its {len(not_loaded)} keys fit "
+            f"(e.g. {example_misfits(not_loaded)}). It was trained for another base model or variant; load the "
+            f"LoRA trained for {arch} (or connect the base model this LoRA was trained on).")
     if not_loaded and strict:
         raise ValueError(
-            f"{len(not_loaded)} of {len(loaded) + len(not_loaded)} keys of LoRA {name!r} do not match this model "
-            f"({arch}), e.g. {not_loaded[:3]}: it was trained on a different variant (layer count, width). Use the "
-            "LoRA trained for this model, or turn 'strict' off to apply the matching keys anyway.")
-    return len(loaded), not_loaded
+            f"{len(not_loaded)} of {len(loaded) + len(not_loaded)} keys of LoRA {name!r} do not fit this model "
+            f"({arch}), e.g. {example_misfits(not_loaded)}: it was trained on a different variant (layer count, "
+            "width). Use the LoRA trained for this model, or turn 'strict' off to apply the fitting keys only.")
+    return loaded, not_loaded
 
 
 def base_hash_of(model) -> str:
     """The base-model hash the trainer records (``cogniedit.focus.weights_file.base_model_hash`` of the DiT)."""
     return base_model_hash(model.model.diffusion_model)
+
+
+def load_lora_file(path: str) -> tuple[dict, dict]:
+    """``(tensors, metadata)`` of a LoRA file through ComfyUI's loader, after the core's header check, so a file
+    that is not safetensors or is truncated gets one line (file, problem, fix) instead of a raw SafetensorError."""
+    read_safetensors_metadata(path, "LoRA")
+    try:
+        lora, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    except (safetensors.SafetensorError, ValueError) as exc:  # what the header check cannot see
+        raise unreadable("LoRA", path, exc) from None
+    return lora, metadata or {}
 
 
 def load_focus_file(path: str):
@@ -103,14 +171,17 @@ class CogniEditLoader(io.ComfyNode):
         if lora_name == NO_FILE:
             lines.append("lora: none")
         else:
-            path = resolve_safetensors("loras", lora_name)
-            lora, lora_metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
-            lora_metadata = lora_metadata or {}
-            count, not_loaded = check_lora_fits(model, lora, lora_name, strict)
-            if strength != 0:
-                model, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0, lora_metadata=lora_metadata)
-            lines.append(f"lora: {lora_name}, strength {strength}, {count} keys loaded, {len(not_loaded)} not loaded"
-                         + (f" ({not_loaded[:5]})" if not_loaded else "") + ("" if strength else " (not applied: strength 0)"))
+            lora, lora_metadata = load_lora_file(resolve_safetensors("loras", lora_name))
+            lora = comfy.lora_convert.convert_lora(lora)  # the names ComfyUI's loader reads (converting is idempotent)
+            loaded, not_loaded = check_lora_fits(model, lora, lora_name, strict)
+            if strength != 0:  # only the keys that fit: the others would only make ComfyUI log errors
+                fitting = {key: lora[key] for key in loaded}
+                model, _ = comfy.sd.load_lora_for_models(model, None, fitting, strength, 0,
+                                                         lora_metadata=lora_metadata)
+            lines.append(f"lora: {lora_name}, strength {strength}, {len(loaded)} keys loaded, {len(not_loaded)} not "
+                         "loaded" + ("" if strength else " (not applied: strength 0)"))
+            lines += [f"  not loaded: {item}" for item in capped(
+                [f"{key}: {reason}" for key, reason in not_loaded.items()], 5)]
             lora_hash = lora_metadata.get(LORA_HASH_KEY)
             if lora_hash and lora_hash != base_hash:  # the keys fit, so only a note: fp8/other copies hash apart
                 lines.append(f"note: the LoRA was trained on base hash {lora_hash}, not this model's; expect "

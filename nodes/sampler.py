@@ -24,7 +24,7 @@ from comfy_extras import nodes_custom_sampler
 
 from ..cogniedit.decompose.types import Decomposition
 from ..cogniedit.sampling.steps import euler_step, sde_step
-from .common import apply_focus
+from .common import applied_focus, apply_focus, check_source_size
 from .types import Directives
 
 ALIGN = 32  # pixels: Flux/Qwen patchify 2x2 latents of 8 px; 32 px keeps every edit model's grid whole
@@ -120,6 +120,7 @@ def source_latent_of(model, source_image, vae, source_latent, align: str):
             raise ValueError("source_image needs a vae to encode it: connect the model's VAE (or pass a LATENT "
                              "from VAE Encode as source_latent)")
         height, width = source_image.shape[1], source_image.shape[2]
+        check_source_size(width, height, "source image")  # before the VAE (or the attention) allocates for it
         aligned = align_image(source_image, align)
         new_h, new_w = aligned.shape[1], aligned.shape[2]
         latent = {"samples": vae.encode(aligned[:, :, :, :3])}
@@ -130,6 +131,8 @@ def source_latent_of(model, source_image, vae, source_latent, align: str):
     samples = latent["samples"]
     if samples.is_nested:
         raise ValueError("nested (multi-part) latents are not supported as an edit source")
+    if source_latent is not None:  # already encoded: its pixel size still sets what sampling allocates
+        check_source_size(samples.shape[-1] * 8, samples.shape[-2] * 8, "source latent")
     latent["samples"] = comfy.sample.fix_empty_latent_channels(
         model, samples, latent.get("downscale_ratio_spacial", None), latent.get("downscale_ratio_temporal", None))
     return latent, note
@@ -326,6 +329,9 @@ class CogniEditSampler(io.ComfyNode):
             prompt=prompt_note,
             focus=guider.focus,
         )
+        applied = applied_focus(guider.model_patcher)  # the focus patch's tally of this run: read after sampling
+        if applied:
+            report += "\nfocus applied: " + "\n".join(applied)
         return io.NodeOutput(output, report)
 
 

@@ -281,3 +281,36 @@ def block_active(block_index: int | None, blocks_spec: str | dict = "all", block
         elif r[0] <= block_index <= r[1]:
             return True
     return False
+
+
+def select_blocks(blocks_spec: str | dict, counts: dict) -> tuple[dict, list[str]]:
+    """``({block type: selected indices}, [parts of the spec beyond the model])`` for a model with ``counts``
+    blocks per type (``{"double": 60}``, Flux ``{"double": 19, "single": 38}``, a UNet's cross-attention sites
+    ``{None: 16}``). The adapter refuses a spec that selects nothing and warns about the parts beyond (clamped)."""
+    spec = parse_blocks(blocks_spec) if isinstance(blocks_spec, str) else blocks_spec
+    selected, outside = {}, []
+    for kind in (k for k in spec if k != "*" and k not in counts):
+        outside.append(f"{kind} (the model has no {kind} blocks)")
+    for kind, total in counts.items():
+        ranges = spec.get(kind) if kind in spec else spec.get("*")
+        selected[kind] = [i for i in range(total) if block_active(i, spec, kind, total)]
+        label = f"{kind} " if kind is not None else ""
+        for r in ranges or []:
+            if r == "all":
+                continue
+            if r[0] == "last":
+                if r[1] > total:
+                    outside.append(f"{label}last:{r[1]} (only {total})")
+            elif r[1] >= total:
+                outside.append(f"{label}{max(r[0], total)}-{r[1]}")
+    return selected, outside
+
+
+def tokens_inside(entry, text_len: int) -> int:
+    """How many of a sample's focus tokens lie inside a text of ``text_len`` tokens (negative positions count from
+    the end; a soft window counts its nonzero weights). ComfyUI's repetition of a short conditioning only adds
+    copies of positions that are already inside, so it changes nothing here."""
+    if torch.is_tensor(entry) and entry.is_floating_point():
+        return int((entry[:text_len] != 0).sum())
+    positions = entry.positions if hasattr(entry, "positions") else entry
+    return sum(1 for p in positions if 0 <= (p + text_len if p < 0 else p) < text_len)

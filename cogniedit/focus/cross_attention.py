@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .bias import FocusSchedule, attention_mass, focus_weights, is_identity, key_bias, value_scale
-from .override import MODES, FocusProbe, active_samples, spans_for_batch, to_heads
+from .bias import FocusSchedule, attention_mass, focus_weights, is_identity, key_bias, tokens_inside, value_scale
+from .override import MODES, FocusProbe, FocusTally, active_samples, spans_for_batch, to_heads
 
 
 def make_cross_attention_patch(
@@ -31,13 +31,14 @@ def make_cross_attention_patch(
     cond_only: bool = True,
     probe: FocusProbe | None = None,
     block_name=None,
+    tally: FocusTally | None = None,
 ) -> Callable:
     """Build ``patch(q, k, v, extra_options)`` for one cross-attention layer.
 
     ``attention(q, k, v, heads, mask=None, attn_precision=None, transformer_options=...)`` is the host's
     attention (ComfyUI: ``comfy.ldm.modules.attention.optimized_attention``). ``extra_options`` must carry
     ``n_heads``; ``attn_precision``, ``sigmas``, ``sample_sigmas`` and ``cond_or_uncond`` are used when present.
-    ``block_name`` is only recorded by the probe.
+    ``block_name`` is only recorded by the probe; ``tally`` counts what was applied (calls biased, tokens hit).
     """
     if mode not in MODES:
         raise ValueError(f"focus mode must be one of {MODES}, got {mode!r}")
@@ -55,10 +56,13 @@ def make_cross_attention_patch(
                 kwargs["mask"] = mask
             return attention(q, k, values, heads, **kwargs)
 
-        if (identity and probe is None) or not schedule.active(extra_options.get("sigmas"),
-                                                              extra_options.get("sample_sigmas")):
-            return attend(v)
         batch, n_keys = q.shape[0], k.shape[1]
+        if identity and probe is None:
+            return attend(v)
+        if not schedule.active(extra_options.get("sigmas"), extra_options.get("sample_sigmas")):
+            if tally is not None:
+                tally.record(n_keys, False)
+            return attend(v)
         cond_or_uncond = extra_options.get("cond_or_uncond")
         layout = (batch, n_keys, tuple(cond_or_uncond or ()), q.dtype, q.device)
         if layout not in cache:
@@ -69,8 +73,11 @@ def make_cross_attention_patch(
             ones = torch.ones(batch, n_keys, 1, dtype=v.dtype, device=v.device)  # value mode: the scale, once
             scale = None if identity or mode != "value" else value_scale(ones, samples, n_keys, strength, 1,
                                                                           active=active)
-            cache[layout] = samples, active, bias, scale
-        samples, active, bias, scale = cache[layout]
+            inside = max((tokens_inside(s, n_keys) for s, a in zip(samples, active) if a), default=0)
+            cache[layout] = samples, active, bias, scale, inside
+        samples, active, bias, scale, inside = cache[layout]
+        if tally is not None:
+            tally.record(n_keys, any(active), inside)
         if probe is not None:
             wide = torch.promote_types(q.dtype, torch.float32)
             weights = focus_weights(samples, n_keys, device=q.device) * torch.tensor(active, device=q.device)[:, None]
@@ -82,7 +89,7 @@ def make_cross_attention_patch(
                 else float(torch.as_tensor(extra_options["sigmas"]).reshape(-1)[0]),
                 "strength": 0.0 if identity else strength, "mass": [float(m) for m, a in zip(mass, active) if a],
             })
-        if bias is None or not any(active):
+        if bias is None or inside == 0:  # an uncond-only batch, or no focus token inside this text: exact call
             return attend(v)
         if mode == "bias":
             return attend(v, mask=bias)

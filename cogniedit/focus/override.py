@@ -27,6 +27,7 @@ from .bias import (
     key_bias,
     parse_blocks,
     rows_of_mask,
+    tokens_inside,
     value_scale,
 )
 
@@ -43,6 +44,60 @@ class FocusProbe:
     def mean_mass(self) -> float:
         vals = [m for r in self.records for m in r["mass"]]
         return sum(vals) / len(vals) if vals else float("nan")
+
+
+@dataclass
+class FocusTally:
+    """What focus did while sampling, counted by the patch itself (the adapter resets it per sampling run and reads
+    it back for the report): attention calls seen with a known text length, calls in the selected blocks and steps
+    (with a cond sample to focus), calls biased (at least one focus token inside the text), and the most focus
+    tokens one call found inside the text. Cheap: plain integers, the hit count is cached per batch layout."""
+
+    planned_tokens: int = 0
+    seen: int = 0
+    selected: int = 0
+    biased: int = 0
+    tokens_hit: int = 0
+    shortest_text: int | None = None
+
+    def reset(self) -> None:
+        self.seen = self.selected = self.biased = self.tokens_hit = 0
+        self.shortest_text = None
+
+    def record(self, text_len: int, selected: bool, hits: int = 0) -> None:
+        self.seen += 1
+        if selected:  # the texts focus was meant for (not the uncond pass left alone)
+            self.shortest_text = text_len if self.shortest_text is None else min(self.shortest_text, text_len)
+            self.selected += 1
+            self.biased += hits > 0
+            self.tokens_hit = max(self.tokens_hit, hits)
+
+    @property
+    def all_miss(self) -> bool:
+        return self.biased == 0
+
+    def summary(self) -> tuple[str, list[str]]:
+        """(one line of counts, warnings): what was applied, and loudly what was not."""
+        line = (f"{self.biased} of {self.selected} attention calls in the selected blocks and steps biased "
+                f"({self.seen} seen), {self.tokens_hit} of {self.planned_tokens} tokens hit")
+        text = f"{self.shortest_text}-token text that reached the model"
+        fix = ("give Token Focus the exact prompt that is encoded (or the directives whose enriched instruction the "
+               "sampler encodes)")
+        if self.seen == 0:
+            return line, ["FOCUS NOT APPLIED: the focus patch saw no attention call (another node replaced the "
+                          "attention, or this is not the MODEL Token Focus patched)"]
+        if self.selected == 0:
+            return line, ["FOCUS NOT APPLIED: no attention call was in the selected blocks and steps (check blocks, "
+                          "start_percent and end_percent, and cond_only with an uncond-only batch)"]
+        if self.tokens_hit == 0:
+            return line, [f"FOCUS NOT APPLIED: none of the {self.planned_tokens} focus tokens is inside the {text} "
+                          f"(0 of {self.selected} attention calls biased): the prompt given to Token Focus is not "
+                          f"what was encoded; {fix}"]
+        if self.tokens_hit < self.planned_tokens:
+            missed = self.planned_tokens - self.tokens_hit
+            return line, [f"{missed} of the {self.planned_tokens} focus tokens lie outside the {text}: the prompt "
+                          f"given to Token Focus is probably not what was encoded; {fix}"]
+        return line, []
 
 
 def active_samples(batch: int, cond_or_uncond, cond_only: bool) -> list[bool]:
@@ -89,6 +144,7 @@ def make_attention_override(
     exclude_reference: bool = True,
     structured: bool = True,
     probe: FocusProbe | None = None,
+    tally: FocusTally | None = None,
     txt_len_key: str = TXT_LEN_KEY,
 ) -> Callable:
     """Build ``override(func, *args, **kwargs)``.
@@ -97,13 +153,21 @@ def make_attention_override(
     ``structured=True`` splits the query rows into text | image | reference chunks and gives the image
     chunk a ``[B,1,1,Lk]`` bias (memory O(Lk)); ``False`` builds one dense ``[B,1,Lq,Lk]`` bias.
     Whenever focus is inactive (strength 0, no spans, block/schedule off, no text length) the call
-    goes through untouched, so the output is bit-identical to the unpatched model.
+    goes through untouched, so the output is bit-identical to the unpatched model. ``tally`` counts what was
+    applied (calls biased, tokens hit) for the report.
     """
     if mode not in MODES:
         raise ValueError(f"focus mode must be one of {MODES}, got {mode!r}")
     block_spec = parse_blocks(blocks)
     schedule = schedule or FocusSchedule()
     identity = is_identity(spans_per_sample, strength)
+    hits_of_layout = {}  # (text length, batch, chunks, active) -> focus tokens inside the text: plain ints, once
+
+    def hits(text_len, samples, active) -> int:
+        layout = (text_len, len(samples), tuple(active))
+        if layout not in hits_of_layout:
+            hits_of_layout[layout] = max((tokens_inside(s, text_len) for s, a in zip(samples, active) if a), default=0)
+        return hits_of_layout[layout]
 
     def call_next(func, args, kwargs):
         return prev_override(func, *args, **kwargs) if prev_override is not None else func(*args, **kwargs)
@@ -113,9 +177,10 @@ def make_attention_override(
         text_len = to.get(txt_len_key)
         if text_len is None or (identity and probe is None):
             return call_next(func, args, kwargs)
-        if not block_active(to.get("block_index"), block_spec, to.get("block_type"), to.get("total_blocks")):
-            return call_next(func, args, kwargs)
-        if not schedule.active(to.get("sigmas"), to.get("sample_sigmas")):
+        if not (block_active(to.get("block_index"), block_spec, to.get("block_type"), to.get("total_blocks"))
+                and schedule.active(to.get("sigmas"), to.get("sample_sigmas"))):
+            if tally is not None:
+                tally.record(text_len, False)
             return call_next(func, args, kwargs)
 
         q, k, v, heads = args[0], args[1], args[2], args[3]
@@ -129,7 +194,10 @@ def make_attention_override(
         cond_or_uncond = to.get("cond_or_uncond")
         samples = spans_for_batch(spans_per_sample, batch, len(cond_or_uncond or []) or 1)
         active = active_samples(batch, cond_or_uncond, cond_only)
-        if not any(active) and probe is None:  # e.g. an uncond-only batch: exact unpatched call
+        inside = hits(text_len, samples, active) if any(active) else 0
+        if tally is not None:
+            tally.record(text_len, any(active), inside)
+        if inside == 0 and probe is None:  # an uncond-only batch, or no focus token inside this text: exact call
             kwargs["mask"] = mask
             return call_next(func, args, kwargs)
         base_mask = combine_masks(None, mask, q.dtype)
@@ -144,7 +212,7 @@ def make_attention_override(
                 "sigma": None if to.get("sigmas") is None else float(torch.as_tensor(to["sigmas"]).reshape(-1)[0]),
                 "strength": 0.0 if identity else strength, "mass": [float(m) for m, a in zip(mass, active) if a],
             })
-        if identity or not any(active):
+        if identity or inside == 0:
             kwargs["mask"] = mask
             return call_next(func, args, kwargs)
 

@@ -14,6 +14,7 @@ phrase's characters to the tokens that overlap them. Layouts (see docs/focus.md)
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from dataclasses import dataclass, field
@@ -199,18 +200,41 @@ def phrase_spans(
             "qwen_image_edit needs vision_tokens, image_sizes or context_len to place the prompt after the vision tokens"
         )
     result = FocusSpans(text_len=text_len)
-    for phrase in phrases:
+    prompt_tokens = [(s, e, p) for p, (s, e) in zip(positions, offs) if s >= 0]  # in prompt order
+    ends = [e for _, e, _ in prompt_tokens]
+    for phrase in unique_phrases(phrases):
         ranges = find_phrase_chars(prompt, phrase, occurrences)
         if not ranges:
-            result.warnings.append(f"focus phrase {phrase!r} is not in the prompt {prompt!r}; it is ignored")
+            result.warnings.append(f"focus phrase {short(phrase)} is not in the prompt {short(prompt)}; it is ignored")
             continue
+        outside = 0
         for cs, ce in ranges:
-            hit = [p for p, (s, e) in zip(positions, offs) if s >= 0 and s < ce and e > cs]
+            first = bisect.bisect_right(ends, cs)  # the first token that ends after the phrase starts
+            hit = [p for s, _, p in prompt_tokens[first:first + (ce - cs) + 1] if s < ce]
             if not hit or hit[0] < 0:
-                result.warnings.append(f"focus phrase {phrase!r} has no tokens inside the conditioning; it is ignored")
+                outside += 1
                 continue
             result.spans.append(TokenSpan(phrase, hit[0], hit[-1] + 1, cs, ce))
+        if outside:
+            result.warnings.append(f"focus phrase {short(phrase)} has no tokens inside the conditioning "
+                                   f"({outside} of {len(ranges)} occurrences); those are ignored")
     return result
+
+
+def short(text: str, limit: int = 60) -> str:
+    """``text`` quoted, cut to ``limit`` characters with its length named: warnings stay one short line."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def unique_phrases(phrases: Sequence[str]) -> list[str]:
+    """The phrases once each (case and surrounding spaces ignored: they find the same tokens), in order."""
+    seen, out = set(), []
+    for phrase in phrases:
+        key = phrase.strip().lower()
+        if key not in seen:
+            seen.add(key)
+            out.append(phrase)
+    return out
 
 
 def batch_phrase_spans(
@@ -248,11 +272,11 @@ def token_sequence_spans(token_ids: Sequence, phrases: Sequence[str], encode_phr
     """
     ids = list(token_ids)
     result = FocusSpans(text_len=len(ids))
-    for phrase in phrases:
+    for phrase in unique_phrases(phrases):
         needle = list(encode_phrase(phrase)) if phrase.strip() else []
         hits = [i for i in range(len(ids) - len(needle) + 1) if needle and ids[i:i + len(needle)] == needle]
         if not hits:
-            result.warnings.append(f"focus phrase {phrase!r} is not in the prompt's tokens; it is ignored")
+            result.warnings.append(f"focus phrase {short(phrase)} is not in the prompt's tokens; it is ignored")
             continue
         result.spans += [TokenSpan(phrase, i, i + len(needle), -1, -1) for i in hits]
     return result

@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..safetensors_io import save_safetensors_atomic
+from ..safetensors_io import SafetensorsFileError, read_safetensors, read_safetensors_metadata, save_safetensors_atomic
 
 FORMAT = "cogniedit.focus"
 FORMAT_VERSION = "1"
@@ -78,21 +78,19 @@ def save_focus_weights(path, module, meta: dict, tensors: dict | None = None) ->
 
 
 def read_focus_metadata(path) -> dict:
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise FocusWeightsError(f"focus weights file {path} does not exist")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt headers
-        raise FocusWeightsError(f"focus weights file {path} is corrupt or truncated ({exc}); re-save or re-download it") from None
+        meta = read_safetensors_metadata(path, "focus weights")
+    except SafetensorsFileError as exc:  # one line: the file, the problem (not safetensors, truncated), the fix
+        raise FocusWeightsError(str(exc)) from None
     if meta.get("format") != FORMAT:
-        raise FocusWeightsError(f"{path} is not a CogniEdit focus weights file (format={meta.get('format')!r})")
+        raise FocusWeightsError(f"{path.name!r} is not a CogniEdit focus weights file (format={meta.get('format')!r}); "
+                                "pick the focus weights file the CogniEdit trainer wrote (focus.safetensors in its "
+                                "output)")
     if meta.get("format_version") != FORMAT_VERSION:
         raise FocusWeightsError(
-            f"{path} has focus format version {meta.get('format_version')!r}; this CogniEdit reads version {FORMAT_VERSION}"
+            f"{path.name!r} has focus format version {meta.get('format_version')!r}; this CogniEdit reads version "
+            f"{FORMAT_VERSION}: re-export it with this version's trainer"
         )
     return meta
 
@@ -134,15 +132,13 @@ def learned_focus_from(tensors: dict, meta: dict, what: str):
 
 def load_focus_weights(path, expect_family=None, expect_hash=None, expect_hidden=None):
     """Return ``(state_dict, meta)``; refuse a file made for another base model or a corrupt file."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     meta = read_focus_metadata(path)
     check_focus_fit(meta, f"focus weights {path.name}", expect_family, expect_hash, expect_hidden)
     try:
-        tensors = load_file(str(path))
-    except Exception as exc:
-        raise FocusWeightsError(f"focus weights file {path} is corrupt or truncated ({exc}); re-save or re-download it") from None
+        tensors, _ = read_safetensors(path, "focus weights")
+    except SafetensorsFileError as exc:
+        raise FocusWeightsError(str(exc)) from None
     return tensors, meta
 
 

@@ -7,7 +7,7 @@ import torch
 
 from cogniedit.focus.bias import (
     FocusSchedule, as_additive_mask, block_active, combine_masks, dense_bias, focus_weights, key_bias,
-    reference_attention, value_scale,
+    reference_attention, select_blocks, tokens_inside, value_scale,
 )
 
 
@@ -129,3 +129,19 @@ def test_negative_positions_and_repeated_conditioning():
     assert focus_weights([spans], 6).tolist() == [[0, 1, 0, 0, 1, 0]]
     assert focus_weights([spans], 5).tolist() == [[0, 1, 0, 0, 0]]  # not a multiple: positions as they are
     assert spans.from_end() == [-2]
+
+
+def test_select_blocks_names_the_part_of_a_spec_beyond_the_model():
+    assert select_blocks("all", {"double": 2}) == ({"double": [0, 1]}, [])
+    assert select_blocks("5-9", {"double": 2}) == ({"double": []}, ["double 5-9"])
+    assert select_blocks("0,1-30", {"double": 20}) == ({"double": list(range(20))}, ["double 20-30"])
+    assert select_blocks("last:9", {"double": 2}) == ({"double": [0, 1]}, ["double last:9 (only 2)"])
+    selected, outside = select_blocks("double:0-3;single:all", {"double": 2, "single": 1})
+    assert selected == {"double": [0, 1], "single": [0]} and outside == ["double 2-3"]
+    assert select_blocks("single:0", {"double": 2}) == ({"double": []}, ["single (the model has no single blocks)"])
+    assert select_blocks("0-3", {None: 3}) == ({None: [0, 1, 2]}, ["3-3"])  # a UNet's cross-attention sites
+
+
+def test_tokens_inside_counts_positions_within_the_text():
+    assert tokens_inside([0, 3, 9], 4) == 2 and tokens_inside([-1, -5], 4) == 1
+    assert tokens_inside(torch.tensor([0.0, 0.5, 1.0]), 2) == 1  # a soft window, cut to the text

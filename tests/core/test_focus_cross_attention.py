@@ -11,7 +11,7 @@ import torch
 
 from cogniedit.focus.bias import FocusSchedule
 from cogniedit.focus.cross_attention import make_cross_attention_patch
-from cogniedit.focus.override import FocusProbe
+from cogniedit.focus.override import FocusProbe, FocusTally
 from cogniedit.focus.spans import token_sequence_spans
 
 HEADS, DIM, N_IMAGE, N_TEXT = 2, 4, 6, 5
@@ -154,3 +154,15 @@ def test_token_sequence_spans_finds_every_run_and_warns_on_absent_phrases():
     assert found.text_len == len(ids)
     assert len(found.warnings) == 2 and "'giraffe'" in found.warnings[0]
     assert token_sequence_spans([None, 736], ["red"], vocab.get).positions == [1]  # embeddings never match
+
+
+def test_tally_counts_biased_calls_and_an_all_miss_is_exact():
+    q, k, v = qkv(seed=4)
+    tally = FocusTally(planned_tokens=2)
+    make_cross_attention_patch([[1, 3]], 2.0, Recorder(), tally=tally)(q, k, v, options())
+    assert (tally.selected, tally.biased, tally.tokens_hit) == (1, 1, 2)
+    miss = FocusTally(planned_tokens=2)
+    attention = Recorder()
+    got = make_cross_attention_patch([[N_TEXT + 3, N_TEXT + 4]], 2.0, attention, tally=miss)(q, k, v, options())
+    assert torch.equal(got, Recorder()(q, k, v, HEADS)) and attention.calls[-1]["mask"] is None
+    assert miss.all_miss and miss.summary()[1][0].startswith("FOCUS NOT APPLIED: none of the 2 focus tokens")

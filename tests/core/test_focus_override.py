@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cogniedit.focus.bias import FocusSchedule, reference_attention
-from cogniedit.focus.override import TXT_LEN_KEY, FocusProbe, make_attention_override
+from cogniedit.focus.override import TXT_LEN_KEY, FocusProbe, FocusTally, make_attention_override
 
 H, D = 2, 4
 
@@ -154,3 +154,48 @@ def test_span_count_must_fit_the_batch():
         ov(sdpa, q, k, v, H, None, transformer_options=opts(), skip_reshape=True)
     with pytest.raises(ValueError, match="mode"):
         make_attention_override([[1]], 1.0, mode="scale")
+
+
+def test_tally_counts_what_was_applied_at_run_time():
+    """The report says what the patch did (calls biased, tokens hit), not what was planned."""
+    q, k, v = qkv()
+    tally = FocusTally(planned_tokens=2)
+    ov = make_attention_override([[1, 2]], 2.0, blocks="0", tally=tally)
+    for block in (0, 1, 0):
+        ov(sdpa, q, k, v, H, None, transformer_options=opts(block_index=block), skip_reshape=True)
+    assert (tally.seen, tally.selected, tally.biased, tally.tokens_hit) == (3, 2, 2, 2)
+    line, warnings = tally.summary()
+    assert line == "2 of 2 attention calls in the selected blocks and steps biased (3 seen), 2 of 2 tokens hit"
+    assert warnings == []
+    tally.reset()
+    assert (tally.seen, tally.biased, tally.planned_tokens) == (0, 0, 2)
+
+
+@pytest.mark.parametrize("positions", [[6, 7], [-9, -8]])  # from the start / from the end of a longer prompt
+def test_positions_outside_the_text_are_an_all_miss(positions):
+    """A prompt that is not what was encoded: its token positions fall outside the 4-token text that reaches the
+    model, so nothing is biased: an all-miss, loudly, and the output is the unpatched one."""
+    q, k, v = qkv()
+    tally = FocusTally(planned_tokens=2)
+    out = make_attention_override([positions], 20.0, tally=tally)(sdpa, q, k, v, H, None,
+                                                                   transformer_options=opts(), skip_reshape=True)
+    assert torch.equal(out, sdpa(q, k, v, H, skip_reshape=True))
+    assert (tally.selected, tally.biased, tally.tokens_hit) == (1, 0, 0) and tally.all_miss
+    line, warnings = tally.summary()
+    assert "0 of 1 attention calls" in line and "0 of 2 tokens hit" in line
+    assert warnings[0].startswith("FOCUS NOT APPLIED: none of the 2 focus tokens is inside the 4-token text")
+    assert "prompt" in warnings[0]
+
+
+def test_partial_miss_and_nothing_selected_are_reported():
+    q, k, v = qkv()
+    tally = FocusTally(planned_tokens=3)
+    make_attention_override([[2, 3, 8]], 1.0, tally=tally)(sdpa, q, k, v, H, None, transformer_options=opts(),
+                                                          skip_reshape=True)
+    line, warnings = tally.summary()
+    assert "2 of 3 tokens hit" in line and "1 of the 3 focus tokens lie outside the 4-token text" in warnings[0]
+    unselected = FocusTally(planned_tokens=1)
+    make_attention_override([[1]], 1.0, blocks="5", tally=unselected)(
+        sdpa, q, k, v, H, None, transformer_options=opts(block_index=0), skip_reshape=True)
+    assert unselected.all_miss and "no attention call was in the selected blocks" in unselected.summary()[1][0]
+    assert "saw no attention call" in FocusTally(planned_tokens=1).summary()[1][0]

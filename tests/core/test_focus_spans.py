@@ -92,6 +92,18 @@ def test_absent_phrase_warns_and_case_and_occurrences(tok):
     assert find_phrase_chars("colored cup", "red") == [(4, 7)]  # substring fallback
 
 
+def test_a_huge_instruction_gives_bounded_warnings_and_one_entry_per_phrase(tok):
+    """A 10,000-character instruction used as its own phrase list (every phrase many times over) gave an 11 MB
+    report: each absent phrase quoted the whole prompt, and each repeated phrase listed every occurrence again."""
+    prompt = "make the red cat blue, " * 435  # 10,005 characters
+    phrases = [p.strip() for p in prompt.split(",") if p.strip()] + ["giraffe"] * 50 + ["x" * 5000]
+    r = phrase_spans(prompt, phrases, tok)
+    assert len(r.spans) == 435  # one phrase, found 435 times, listed once per occurrence (not 435 x 435)
+    assert len(r.warnings) == 2 and all(len(w) < 300 for w in r.warnings), [len(w) for w in r.warnings]
+    assert "'giraffe' is not in the prompt 'make the red cat blue, make" in r.warnings[0]
+    assert "(10005 characters)" in r.warnings[0]
+
+
 def test_flux_layout_position_is_token_index(tok):
     # No T5 sentencepiece model is available offline: any fast HF tokenizer with offsets works,
     # the Qwen tokenizer stands in; position i = token i of the tokenizer's own encoding.

@@ -8,6 +8,8 @@ untouched; the node applied twice equals once; a focus-weights file made for ano
 
 from __future__ import annotations
 
+import logging
+import re
 import types
 
 import pytest
@@ -110,7 +112,7 @@ def test_strength_changes_output_and_raises_attention_mass(comfy, focus, core, c
     base = sample(comfy, model, pos, neg, path)
     patched, report, _ = run_node(focus, model, prompt, layout=layout)
     assert not torch.equal(sample(comfy, patched, pos, neg, path), base)
-    assert "tokens focused: 2" in report or "tokens focused: 3" in report
+    assert "tokens to focus: 2" in report or "tokens to focus: 3" in report
 
     masses = {}
     for strength in (0.0, 3.0):
@@ -130,11 +132,59 @@ def test_value_scale_and_block_schedule_gating(comfy, focus, cases):
     base = sample(comfy, model, pos, neg, path)
     value, _, _ = run_node(focus, model, prompt, mode="value_scale")
     assert not torch.equal(sample(comfy, value, pos, neg, path), base)
-    # a block range naming no block of the 2-block model, and a step window after the last step: exact
-    no_block, _, _ = run_node(focus, model, prompt, blocks="5-9")
-    assert torch.equal(sample(comfy, no_block, pos, neg, path), base)
+    # a step window after the last step: exact
     late, _, _ = run_node(focus, model, prompt, start_percent=1.0, end_percent=1.0)
     assert torch.equal(sample(comfy, late, pos, neg, path, steps=3), base)
+
+
+@pytest.mark.parametrize("name", ["qwen_image_edit", "flux_kontext"])
+def test_blocks_beyond_the_model_are_refused_or_clamped(comfy, focus, cases, name):
+    """A block range naming no block of the model is an error (it would change nothing); a range reaching past the
+    last block is clamped, with a warning naming the part beyond."""
+    model, pos, neg, prompt, layout, path = cases[name]
+    with pytest.raises(ValueError, match="blocks '5-9' select no block of this model .* use 'all'"):
+        run_node(focus, model, prompt, layout=layout, blocks="5-9")
+    clamped, report, _ = run_node(focus, model, prompt, layout=layout, blocks="0-9")
+    assert re.search("warning: blocks double [12]-9", report) and "clamped" in report
+    everything, _, _ = run_node(focus, model, prompt, layout=layout, blocks="all")
+    assert torch.equal(sample(comfy, clamped, pos, neg, path), sample(comfy, everything, pos, neg, path))
+
+
+# Qwen-Image (positions from the start): the focus phrases sit beyond the 9 tokens the conditioning has
+NOT_ENCODED = "look closely at this photo of a garden in spring and then make the cat red"
+
+
+def test_focus_outside_the_conditioning_is_reported_after_sampling(comfy, focus, cases, caplog):
+    """A prompt that is not what was encoded: the focus tokens fall outside the text that reaches the model. The
+    node's report must not claim focus ("x20 on 2 tokens"); after sampling, the log says loudly that nothing was
+    applied, and the output is exactly the unpatched one."""
+    model, pos, neg, _, layout, path = cases["qwen_image"]
+    patched, report, directives = run_node(focus, model, NOT_ENCODED, layout=layout, strength=20.0)
+    assert "planned" in report and "counted while sampling" in report
+    assert "planned" in directives["focus_patch"].description
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        out = sample(comfy, patched, pos, neg, path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("FOCUS NOT APPLIED: none of the 2 focus tokens is inside the 9-token text" in w for w in warnings)
+    assert torch.equal(out, sample(comfy, model, pos, neg, path))
+    caplog.clear()
+    good, _, _ = run_node(focus, model, QWEN_PROMPT, layout=layout, strength=20.0)
+    with caplog.at_level(logging.INFO):
+        sample(comfy, good, pos, neg, path)
+    infos = [r.getMessage() for r in caplog.records if "CogniEdit Token Focus" in r.getMessage()]
+    assert len(infos) == 1 and "2 of 2 tokens hit" in infos[0] and " 0 of" not in infos[0], infos
+
+
+def test_the_report_stays_bounded_for_a_huge_instruction(focus, cases):
+    """A 10,000-character instruction used as prompt and phrase list gave an 11 MB, 357,077-line report."""
+    model, _, _, _, layout, _ = cases["qwen_image_edit"]
+    prompt = "make the red cat blue and the green cup yellow, " * 209  # 10,032 characters
+    phrases = ", ".join(f"{word} {i}" for i, word in enumerate(prompt.split()[:400])) + ", red cat, " + prompt
+    _, report, directives = run_node(focus, model, prompt, layout=layout, phrases=phrases)
+    assert len(report) < 6000 and report.count("\n") < 60, (len(report), report.count("\n"))
+    assert "... and" in report and "more" in report
+    assert len(directives["focus_patch"].description) < 200
 
 
 @pytest.mark.parametrize("name", ["qwen_image_edit", "flux_kontext"])
@@ -213,7 +263,7 @@ def test_directives_give_prompt_and_phrases_and_carry_the_patch(comfy, focus, co
     directives = Decomposition(enriched_instruction=QWEN_PROMPT, targets=["the cat"],
                                focus=[FocusPhrase("red", "colour", 13, 16)], instruction="cat red").to_dict()
     patched, report, out = run_node(focus, model, "ignored prompt", phrases="ignored", directives=directives)
-    assert "'red' -> tokens -6..-6" in report and "tokens focused: 1" in report
+    assert "'red' -> tokens -6..-6" in report and "tokens to focus: 1" in report
     common = pack_module("nodes.common")
     via_directives, note = common.apply_focus(model, out)
     assert "training_free_bias" in note

@@ -9,6 +9,7 @@ twice equals once; another node's attn2 patch is left alone and reported; positi
 from __future__ import annotations
 
 import importlib
+import logging
 
 import pytest
 import torch
@@ -112,6 +113,28 @@ def test_block_selection_and_repeated_conditioning(comfy, focus, unet):
     base = sample(comfy, unet, long_cond)
     patched, _, _ = run_node(focus, unet)
     assert not torch.equal(sample(comfy, patched, long_cond), base)
+    # sites beyond the 4 the UNet has: none selected is an error, a range past the last site is clamped
+    with pytest.raises(ValueError, match="blocks '4-9' select no block of this model .sd_unet: 4 cross-attention"):
+        run_node(focus, unet, blocks="4-9")
+    _, report, _ = run_node(focus, unet, blocks="2-9")
+    assert "warning: blocks 4-9 are beyond this model's 4 cross-attention sites (0-3): clamped" in report
+
+
+def test_what_the_patch_applied_is_counted_while_sampling(comfy, focus, unet, conditioning, caplog):
+    """The cross-attention patch counts the calls it biased; a phrase found only past the conditioning's 77 tokens
+    (a prompt longer than what was encoded) is an all-miss, logged loudly, with the output unchanged."""
+    patched, _, _ = run_node(focus, unet)
+    with caplog.at_level(logging.INFO):
+        sample(comfy, patched, conditioning)
+    lines = [r.getMessage() for r in caplog.records if "CogniEdit Token Focus" in r.getMessage()]
+    assert len(lines) == 1 and "3 of 3 tokens hit" in lines[0] and "FOCUS NOT APPLIED" not in lines[0]
+    caplog.clear()
+    beyond, _, _ = run_node(focus, unet, prompt="a " * 80 + "make the left cup red")  # 2 chunks, 1 encoded
+    with caplog.at_level(logging.INFO):
+        out = sample(comfy, beyond, conditioning)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("FOCUS NOT APPLIED: none of the 3 focus tokens is inside the 77-token text" in w for w in warnings)
+    assert torch.equal(out, sample(comfy, unet, conditioning))
 
 
 def test_source_untouched_twice_equals_once_and_foreign_patch_kept(comfy, focus, unet, conditioning):

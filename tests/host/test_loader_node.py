@@ -4,7 +4,9 @@ cogniedit.focus.weights_file are loaded with its file checks and handed on."""
 
 from __future__ import annotations
 
+import json
 import logging
+import struct
 
 import pytest
 import torch
@@ -133,8 +135,11 @@ def test_focus_weights_are_loaded_with_the_file_checks(loader, trained, folders)
     assert f"warning: the focus weights were trained on base hash {'0' * 16}, not this model's {base_hash}" in report
     good = (folders["cogniedit"] / "cogniedit_focus.safetensors").read_bytes()
     (folders["cogniedit"] / "truncated.safetensors").write_bytes(good[:50])
-    with pytest.raises(ValueError, match="corrupt or truncated"):  # the core's file checks run at load
+    with pytest.raises(ValueError, match="'truncated.safetensors' is truncated"):  # the core's file checks
         loader.CogniEditLoader.execute(model, "(none)", 1.0, "truncated.safetensors")
+    (folders["cogniedit"] / "random.safetensors").write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(ValueError, match="^focus weights 'random.safetensors' is not a safetensors file .*convert"):
+        loader.CogniEditLoader.execute(model, "(none)", 1.0, "random.safetensors")
 
 
 def test_focus_weights_of_another_run_are_refused(comfy, loader, trained, folders):
@@ -159,6 +164,14 @@ def test_native_key_lora_on_flux_kontext(comfy, loader, sampler, folders, caplog
     assert f"{len(lora)} keys loaded, 0 not loaded" in report and len(patched.patches) == len(FLUX_MODULES)
     assert not torch.equal(sample(sampler, patched, vae, flux_conditioning),
                            sample(sampler, model, vae, flux_conditioning))
+    # diffusers names patch a slice of the fused qkv (hidden 128): the slice's shape is what must fit
+    sliced = {"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(RANK, 128),
+              "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.zeros(128, RANK),
+              "transformer.transformer_blocks.0.attn.to_k.lora_A.weight": torch.zeros(RANK, 128),
+              "transformer.transformer_blocks.0.attn.to_k.lora_B.weight": torch.zeros(384, RANK)}
+    loaded, not_loaded = loader.lora_key_status(model, sliced)
+    assert len(loaded) == 2 and all("to_k" in key for key in not_loaded)
+    assert "up [384, 4] does not fit the layer's weight [128, 128]" in not_loaded[next(iter(not_loaded))]
 
 
 def test_lora_for_another_base_is_refused(comfy, loader, qwen, folders):
@@ -184,9 +197,48 @@ def test_key_status_matches_comfy_key_map(loader, qwen):
     model, _ = qwen
     lora = lora_state(model, ["transformer_blocks.0.attn.to_q"], prefix="transformer.")  # diffusers naming
     lora["lora_unet_transformer_blocks_1_attn_to_k.lora_down.weight"] = torch.zeros(RANK, 64)  # kohya naming
+    lora["lora_unet_transformer_blocks_1_attn_to_k.lora_up.weight"] = torch.zeros(64, RANK)
+    lora["lora_unet_transformer_blocks_1_attn_to_v.lora_down.weight"] = torch.zeros(RANK, 64)  # its up is missing
     lora["unrelated.lora_A.weight"] = torch.zeros(RANK, 64)
     loaded, not_loaded = loader.lora_key_status(model, lora)
-    assert sorted(not_loaded) == ["unrelated.lora_A.weight"] and len(loaded) == 4
+    assert len(loaded) == 5 and sorted(not_loaded) == ["lora_unet_transformer_blocks_1_attn_to_v.lora_down.weight",
+                                                       "unrelated.lora_A.weight"]
+    assert "no layer of this model" in not_loaded["unrelated.lora_A.weight"]
+    assert "incomplete" in not_loaded["lora_unet_transformer_blocks_1_attn_to_v.lora_down.weight"]
+
+
+def wrong_width_lora(model, modules, wrong):
+    """Right key names, but the modules in ``wrong`` made for a wider variant (in features + 32)."""
+    lora = lora_state(model, modules)
+    for module in wrong:
+        lora[f"diffusion_model.{module}.lora_A.weight"] = torch.randn(RANK, 96)
+    return lora
+
+
+def test_lora_with_matching_names_but_wrong_shapes(comfy, loader, sampler, qwen, folders, caplog):
+    """Names that match with the wrong shapes used to report "4 keys loaded, 0 not loaded" while ComfyUI logged a
+    shape error and the output was unchanged: now the shapes are checked against the model's weights."""
+    model, vae = qwen
+    modules = QWEN_MODULES[:2]
+    save_file(wrong_width_lora(model, modules, modules), str(folders["loras"] / "wider.safetensors"))
+    for strict in (True, False):  # nothing would load: refused either way
+        with pytest.raises(ValueError) as info:
+            loader.CogniEditLoader.execute(model, "wider.safetensors", 1.0, strict=strict)
+        message = str(info.value)
+        assert "\n" not in message and "'wider.safetensors'" in message and "none of its 6 keys fit" in message
+        assert "[4, 96]" in message and "[64, 64]" in message  # the LoRA's shape and the layer's
+    save_file(wrong_width_lora(model, modules, modules[1:]), str(folders["loras"] / "mixed.safetensors"))
+    with pytest.raises(ValueError, match="3 of 6 keys of LoRA 'mixed.safetensors' do not fit.*shape.*strict"):
+        loader.CogniEditLoader.execute(model, "mixed.safetensors", 1.0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        patched, _, report = loader.CogniEditLoader.execute(model, "mixed.safetensors", 1.0, strict=False).args
+        changed = not torch.equal(sample(sampler, patched, vae, qwen_conditioning),
+                                  sample(sampler, model, vae, qwen_conditioning))
+    assert "3 keys loaded, 3 not loaded" in report and "attn.to_k" in report and "[4, 96]" in report
+    assert len(patched.patches) == 1 and changed  # only the fitting module is applied, and it acts
+    logged = [r.getMessage() for r in caplog.records]
+    assert not [m for m in logged if "ERROR" in m or "not loaded" in m.lower()], logged  # ComfyUI saw no misfit
 
 
 def test_bad_files_get_clear_errors(loader, qwen, folders):
@@ -196,6 +248,18 @@ def test_bad_files_get_clear_errors(loader, qwen, folders):
         loader.CogniEditLoader.execute(model, "old.ckpt", 1.0)
     with pytest.raises(FileNotFoundError, match="not found in the 'loras' model folders"):
         loader.CogniEditLoader.execute(model, "missing.safetensors", 1.0)
+    (folders["loras"] / "random.safetensors").write_bytes(bytes(range(256)) * 64)
+    save_file(lora_state(model, QWEN_MODULES[:1]), str(folders["loras"] / "good.safetensors"))
+    (folders["loras"] / "cut.safetensors").write_bytes((folders["loras"] / "good.safetensors").read_bytes()[:-100])
+    header = json.dumps({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}).encode()  # 12 bytes in 8
+    (folders["loras"] / "bad_tensor.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+    for name, problem in (("random.safetensors", "is not a safetensors file"), ("cut.safetensors", "is truncated"),
+                          ("bad_tensor.safetensors", "is not a valid safetensors file")):
+        with pytest.raises(ValueError) as info:  # not safetensors' raw "header too large" / "incomplete metadata"
+            loader.CogniEditLoader.execute(model, name, 1.0)
+        message = str(info.value)
+        assert message.startswith(f"LoRA {name!r} {problem}") and "\n" not in message, message
+        assert "download" in message and str(folders["loras"]) not in message
 
 
 def test_models_folder_registration_keeps_an_existing_one(comfy, loader):

@@ -293,3 +293,46 @@ def test_token_focus_node_directives_drive_the_sampler(comfy, sampler, models):
     assert torch.equal(via_directives["samples"], via_model["samples"])
     assert not torch.equal(via_directives["samples"], plain["samples"])
     assert "focus: training_free_bias" in report and "focus: set on the MODEL (cogniedit_focus)" in model_report
+
+
+NOT_ENCODED = "look closely at this photo of a garden in spring and then make the cat red"
+
+
+def test_the_report_says_what_focus_applied_while_sampling(comfy, sampler, models):
+    """The sampler's report runs after sampling, so it reads the focus patch's run-time tally: calls biased and
+    tokens hit, and a loud warning when the focus never landed (a prompt that is not what was encoded)."""
+    focus = pack_module("nodes.focus")
+    model, vae, conditioning = models["qwen_image_edit"]
+    positive, negative = conditioning(seed=1, tokens=9)
+    image = random_image(64, 64, seed=12)
+    settings = dict(phrases="cat, red", layout="qwen_image", mode="training_free_bias", strength=20.0,
+                    blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True)
+    for prompt, applied in (("make the cat red", "6 of 6 attention calls in the selected blocks and steps biased "
+                             "(12 seen), 2 of 2 tokens hit"),
+                            (NOT_ENCODED, "0 of 6 attention calls in the selected blocks and steps biased (12 seen), "
+                             "0 of 2 tokens hit\nwarning: FOCUS NOT APPLIED: none of the 2 focus tokens")):
+        patched, _, directives = focus.CogniEditTokenFocus.execute(model, prompt=prompt, **settings).args
+        for via in ({"directives": directives}, {}):
+            _, report = run_node(sampler, patched if not via else model, positive, negative, cfg=2.0,
+                                 source_image=image, vae=vae, **via)
+            assert f"focus applied: {applied}" in report, report
+    _, report = run_node(sampler, model, positive, negative, cfg=2.0, source_image=image, vae=vae)
+    assert "focus: off" in report and "focus applied" not in report
+
+
+def test_an_oversized_source_is_refused_before_encoding(sampler, models):
+    """A 4000x4000 source ran for a minute into a raw "can't allocate 250000000000 bytes": it is refused at once,
+    with the limit and the fix. (expand: a 4000x4000 IMAGE that allocates nothing.)"""
+    model, vae, conditioning = models["qwen_image_edit"]
+    positive, negative = conditioning()
+    huge = torch.rand(1, 1, 1, 3).expand(1, 4000, 4000, 3)
+    with pytest.raises(ValueError) as info:
+        run_node(sampler, model, positive, negative, source_image=huge, vae=vae)
+    message = str(info.value)
+    assert "4000x4000 px (16.0 MP)" in message and "limit of 4.2 MP" in message and "\n" not in message
+    assert "ImageScaleToTotalPixels" in message
+    with pytest.raises(ValueError, match="source latent 4000x4000 px .* before VAE Encode"):
+        run_node(sampler, model, positive, negative, source_latent={"samples": torch.zeros(1, 16, 1, 500, 500)})
+    out, _ = run_node(sampler, model, positive, negative, steps=1,  # at the limit: accepted
+                      source_latent={"samples": torch.zeros(1, 16, 1, 256, 256)}, denoise=0.0)
+    assert out["samples"].shape[-1] == 256
