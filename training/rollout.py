@@ -75,7 +75,7 @@ class CachedConditioningPolicy:
         """Run ``module`` (cogniedit.focus.learned.LearnedFocus) in every policy call, exactly as the CogniEdit
         editor and ComfyUI's Token Focus node run it at inference (focus processors and block hooks), but with the
         bias left differentiable so the predictor and the soft tokens are trained with the LoRA."""
-        from cogniedit.shapes.cogniedit_editor import FocusState, install_focus_processors
+        from cogniedit.focus.diffusers_adapter import FocusState, install_focus_processors
 
         self.focus = module
         # the source image's tokens follow the noisy ones; like the editor, bias only the noisy-image query rows
@@ -92,7 +92,7 @@ class CachedConditioningPolicy:
         if self.focus is None or not enabled:
             yield
             return
-        from cogniedit.shapes.cogniedit_editor import learned_focus_hooks
+        from cogniedit.focus.diffusers_adapter import learned_focus_hooks
 
         self.focus_state.n_reference = n_reference if n_reference is not None else self.latent_shape(1)[1]
 
