@@ -5,13 +5,16 @@ from the host-free focus core (``bias.py``, ``learned.py``) to diffusers' attent
   noisy-image query rows of each block's joint attention; inactive (strength 0, block or step off) it is exactly
   diffusers' own processor.
 * ``learned_focus_hooks`` rewrites the text stream of the learned blocks with ``LearnedFocus`` and hands its window
-  weights to the processors (the attention forcing).
+  weights to the processors (the attention forcing), inside a ``learned_focus_call`` (where the instruction is),
+  also when diffusers checkpoints the blocks.
 
 Importing this module imports diffusers (the processor subclasses diffusers' own); the focus core does not.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -26,8 +29,9 @@ class FocusState:
     """What the focus processors of one edit share: per-sample focus weights, gating, the current sigma, a probe.
 
     ``weights``: ``[B, text_len]`` (1 on focused tokens, or soft window weights); ``block_weights`` overrides it per
-    block (learned focus). ``n_reference``: trailing image tokens that are the source image (their query rows keep
-    their exact attention unless ``bias_reference``). ``records``: filled when ``probe`` is True.
+    block (learned focus: set by the block hooks while ``learned_call`` is set). ``n_reference``: trailing image
+    tokens that are the source image (their query rows keep their exact attention unless ``bias_reference``).
+    ``records``: filled when ``probe`` is True.
     """
 
     weights: torch.Tensor | None
@@ -42,6 +46,7 @@ class FocusState:
     sigma: float | None = None
     block_weights: dict = field(default_factory=dict)
     records: list = field(default_factory=list)
+    learned_call: "LearnedCall | None" = None
 
     def __post_init__(self):
         self.blocks = focus_bias.parse_blocks(self.blocks) if isinstance(self.blocks, str) else self.blocks
@@ -168,29 +173,108 @@ def restore_processors(transformer, original: dict) -> None:
     transformer.set_attn_processor(dict(original))  # set_attn_processor pops from the dict it is given
 
 
-def learned_focus_hooks(transformer, learned, state: FocusState, text_mask: torch.Tensor, detach: bool = True,
-                        instruction_len: torch.Tensor | None = None) -> list:
-    """Pre-hooks on the learned blocks: rewrite the text stream with the soft tokens and hand the window weights to
-    the focus processors' bias (the attention forcing). ``text_mask``: the encoded text's mask (template head cut),
-    whose valid tokens end with the instruction and the 5-token assistant suffix. ``instruction_len`` ([B], the
-    instruction's token count): what precedes it (Qwen-Image-Edit's vision tokens) is never overwritten; None = the
-    instruction starts the stream (the ShapeEdit editor). As ComfyUI's Token Focus node does, the span is counted
-    from the end. ``detach=False`` keeps the bias differentiable (training). Returns the handles."""
-    before_suffix = text_mask.sum(1) - QWEN_SUFFIX_TOKENS
-    text_lens = (before_suffix if instruction_len is None else instruction_len.to(before_suffix)).clamp(min=1)
-    text_starts = (before_suffix - text_lens).clamp(min=0)
+@dataclass
+class LearnedCall:
+    """Where one model call's instruction is, per sample (``text_starts``/``text_lens`` in the text stream), whether
+    its window weights are detached, and the call's reference-token count."""
+
+    text_starts: torch.Tensor
+    text_lens: torch.Tensor
+    detach: bool
+    n_reference: int
+
+
+def learned_focus_hooks(transformer, learned, state: FocusState) -> list:
+    """Pre-hooks on the learned blocks: while a ``learned_focus_call`` is active, rewrite the text stream with the
+    soft tokens and hand the window weights to the focus processors' bias (the attention forcing); outside one the
+    blocks run untouched. diffusers calls a block by keyword, but positionally under gradient checkpointing: both
+    are handled. Returns the handles (remove them to take the hooks off)."""
     handles = []
     for index in learned.block_indices:
-        def hook(module, args, kwargs, index=index):
-            txt = kwargs["encoder_hidden_states"]
-            new_txt, window = learned(txt, index, text_start=text_starts.to(txt.device),
-                                      text_len=text_lens.to(txt.device))
-            state.block_weights[index] = window.detach().float() if detach else window.float()
-            return args, dict(kwargs, encoder_hidden_states=new_txt)
+        block = transformer.transformer_blocks[index]
+        slot = _positional_slot(block, TEXT_ARGUMENT)
 
-        handles.append(transformer.transformer_blocks[index].register_forward_pre_hook(hook, with_kwargs=True))
+        def hook(module, args, kwargs, index=index, slot=slot):
+            call = state.learned_call
+            if call is None:
+                state.block_weights.pop(index, None)
+                return None
+            by_name = TEXT_ARGUMENT in kwargs
+            if not by_name and len(args) <= slot:
+                raise TypeError(f"transformer block {index} was called without {TEXT_ARGUMENT}; learned focus cannot "
+                                "find the text stream")
+            txt = kwargs[TEXT_ARGUMENT] if by_name else args[slot]
+            new_txt, window = learned(txt, index, text_start=call.text_starts.to(txt.device),
+                                      text_len=call.text_lens.to(txt.device))
+            state.block_weights[index] = window.detach().float() if call.detach else window.float()
+            if by_name:
+                return args, dict(kwargs, **{TEXT_ARGUMENT: new_txt})
+            return (*args[:slot], new_txt, *args[slot + 1:]), kwargs
+
+        handles.append(block.register_forward_pre_hook(hook, with_kwargs=True))
     return handles
 
 
-__all__ = ["FocusState", "FocusAttnProcessor", "install_focus_processors", "restore_processors",
-           "learned_focus_hooks"]
+@contextlib.contextmanager
+def learned_focus_call(transformer, state: FocusState, text_mask: torch.Tensor,
+                       instruction_len: torch.Tensor | None = None, detach: bool = True, n_reference: int | None = None):
+    """Learned focus on (through ``learned_focus_hooks``) for the model calls inside. ``text_mask``: the encoded
+    text's mask (template head cut), whose valid tokens end with the instruction and the 5-token assistant suffix.
+    ``instruction_len`` ([B], the instruction's token count): what precedes it (Qwen-Image-Edit's vision tokens) is
+    never overwritten; None = the instruction starts the stream (the ShapeEdit editor). As ComfyUI's Token Focus
+    node does, the span is counted from the end. ``detach=False`` keeps the bias differentiable (training);
+    ``n_reference``: the source image's token count for the processors (None: keep ``state.n_reference``).
+
+    Under gradient checkpointing torch recomputes a block in backward, after this scope has ended: each block call
+    is bound to this call's settings, so the recomputation relocates exactly as the forward did."""
+    before_suffix = text_mask.sum(1) - QWEN_SUFFIX_TOKENS
+    text_lens = (before_suffix if instruction_len is None else instruction_len.to(before_suffix)).clamp(min=1)
+    text_starts = (before_suffix - text_lens).clamp(min=0)
+    previous = (state.learned_call, state.n_reference)
+    call = LearnedCall(text_starts, text_lens, bool(detach), state.n_reference if n_reference is None
+                       else int(n_reference))
+    state.learned_call, state.n_reference = call, call.n_reference
+    checkpointing = bool(getattr(transformer, "gradient_checkpointing", False))
+    original = transformer._gradient_checkpointing_func if checkpointing else None
+    if checkpointing:
+        transformer._gradient_checkpointing_func = lambda block, *args: original(_BoundCall(block, state, call), *args)
+    try:
+        yield call
+    finally:
+        if checkpointing:
+            transformer._gradient_checkpointing_func = original
+        state.learned_call, state.n_reference = previous
+        state.block_weights.clear()
+
+
+class _BoundCall:
+    """A block run under one ``LearnedCall``, whenever it runs: in the forward and in checkpointing's recompute."""
+
+    def __init__(self, block, state: FocusState, call: LearnedCall):
+        self.block, self.state, self.call = block, state, call
+
+    def __call__(self, *args, **kwargs):
+        state = self.state
+        previous = (state.learned_call, state.n_reference)
+        state.learned_call, state.n_reference = self.call, self.call.n_reference
+        try:
+            return self.block(*args, **kwargs)
+        finally:
+            state.learned_call, state.n_reference = previous
+
+
+TEXT_ARGUMENT = "encoder_hidden_states"
+
+
+def _positional_slot(module, name: str) -> int:
+    """Index of ``name`` among ``module.forward``'s positional parameters (where a positional call carries it)."""
+    names = [p.name for p in inspect.signature(module.forward).parameters.values()
+             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if name not in names:
+        raise TypeError(f"{type(module).__name__}.forward has no {name!r} parameter; learned focus needs a diffusers "
+                        "Qwen-Image transformer block")
+    return names.index(name)
+
+
+__all__ = ["FocusState", "FocusAttnProcessor", "LearnedCall", "install_focus_processors", "restore_processors",
+           "learned_focus_hooks", "learned_focus_call"]

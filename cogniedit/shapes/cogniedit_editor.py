@@ -21,6 +21,7 @@ wraps a base editor (``cogniedit.shapes.editor.DefaultEditor`` or a bare ``Shape
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from pathlib import Path
@@ -30,8 +31,8 @@ import numpy as np
 import torch
 
 from ..focus import bias as focus_bias
-from ..focus.diffusers_adapter import (FocusState, install_focus_processors, learned_focus_hooks,
-                                      restore_processors)
+from ..focus.diffusers_adapter import (FocusState, install_focus_processors, learned_focus_call,
+                                      learned_focus_hooks, restore_processors)
 from ..focus.spans import phrase_spans
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ class CogniEditEditor:
                            n_reference=int(self.model.image_to_latent(images[:1]).shape[1]),
                            bias_reference=self.focus_reference, probe=self.probe)
         positions = self._focus_positions(texts, decompositions) if self.focus == "training_free" else None
-        handles = []
+        handles, calls = [], contextlib.ExitStack()
 
         def on_text(editor, ids, mask):  # the editor's own tokenisation: build per-sample weights from it
             text_len = ids.shape[1] - editor.prefix_len
@@ -199,7 +200,8 @@ class CogniEditEditor:
                 self._check_layout(mask)
                 state.weights = focus_bias.focus_weights(positions, text_len)
             else:  # learned
-                handles.extend(learned_focus_hooks(transformer, self.learned, state, mask[:, editor.prefix_len:]))
+                handles.extend(learned_focus_hooks(transformer, self.learned, state))
+                calls.enter_context(learned_focus_call(transformer, state, mask[:, editor.prefix_len:]))
             return {}
 
         def record_sigma(module, args, kwargs_):
@@ -210,6 +212,7 @@ class CogniEditEditor:
         try:
             return self.model.edit(images, texts, seed=seed, focus=on_text, **kwargs)
         finally:
+            calls.close()
             for handle in handles:
                 handle.remove()
             restore_processors(transformer, original)
