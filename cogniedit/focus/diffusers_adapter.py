@@ -47,6 +47,7 @@ class FocusState:
     block_weights: dict = field(default_factory=dict)
     records: list = field(default_factory=list)
     learned_call: "LearnedCall | None" = None
+    maps: object = None  # an attention_maps.AttentionMapRecorder: per-phrase maps of the chosen blocks and steps
 
     def __post_init__(self):
         self.blocks = focus_bias.parse_blocks(self.blocks) if isinstance(self.blocks, str) else self.blocks
@@ -89,8 +90,10 @@ class FocusAttnProcessor(_processor_base()):
                  attention_mask=None, image_rotary_emb=None):
         state = self.state
         weights = state.weights_for(self.block_index) if state is not None else None
+        mapping = state is not None and state.maps is not None and state.maps.wants(
+            self.block_index, state.total_blocks, state.sigma, state.sample_sigmas)
         if state is None or encoder_hidden_states is None or attention_mask is not None or (
-                not state.active(self.block_index, weights) and not state.probe):
+                not state.active(self.block_index, weights) and not state.probe and not mapping):
             return super().__call__(attn, hidden_states, encoder_hidden_states, encoder_hidden_states_mask,
                                     attention_mask, image_rotary_emb)
         active = state.active(self.block_index, weights)
@@ -110,6 +113,8 @@ class FocusAttnProcessor(_processor_base()):
             focus_mask = focus_bias.combine_masks(dense, key_mask, q.dtype)
         if state.probe and weights is not None:
             self._record(q, k, weights.to(q.device), n_txt, rows, key_mask, focus_mask)
+        if mapping:
+            self._record_maps(q, k, n_txt, (n_txt, n_q - state.n_reference), key_mask, focus_mask)
         if not active:
             return super().__call__(attn, hidden_states, encoder_hidden_states, encoder_hidden_states_mask,
                                     attention_mask, image_rotary_emb)
@@ -143,6 +148,18 @@ class FocusAttnProcessor(_processor_base()):
         if len(attn.to_out) > 1:
             img_out = attn.to_out[1](img_out)
         return img_out, attn.to_add_out(txt_out.contiguous())
+
+    def _record_maps(self, q, k, n_txt, image_rows, key_mask, focus_mask):
+        """Per-phrase attention of the noisy-image rows, without and with the focus bias (``attention_maps``)."""
+        state, qh, kh = self.state, q.transpose(1, 2), k.transpose(1, 2)
+        phrases = state.maps.weights.to(q.device)
+        base = focus_bias.row_attention_mass(qh, kh, phrases, n_txt, image_rows,
+                                             focus_bias.combine_masks(None, key_mask, q.dtype))
+        focused = base if focus_mask is None else focus_bias.row_attention_mass(qh, kh, phrases, n_txt, image_rows,
+                                                                                focus_mask)
+        progress = focus_bias.FocusSchedule.progress(state.sigma, state.sample_sigmas)
+        step = None if progress is None or not state.sample_sigmas else round(progress * (len(state.sample_sigmas) - 1))
+        state.maps.add(self.block_index, step, base, focused)
 
     def _record(self, q, k, weights, n_txt, rows, key_mask, focus_mask):
         """Attention mass the focused text keys get from the biased rows, without and with the focus bias."""

@@ -31,9 +31,11 @@ import numpy as np
 import torch
 
 from ..focus import bias as focus_bias
+from ..focus.attention_maps import AttentionMapRecorder, phrase_weights
 from ..focus.diffusers_adapter import (FocusState, install_focus_processors, learned_focus_call,
                                       learned_focus_hooks, restore_processors)
 from ..focus.spans import phrase_spans
+from .editor.latent import GRID
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,10 @@ class CogniEditEditor:
         self.last_spans: list = []
         self.probe = False  # set True to record attention mass per block call in last_records
         self.last_records: list = []
+        # set to {"blocks": "0-1", "steps": FocusSchedule(0, 0.5)} (either optional) for per-focus-phrase attention
+        # maps of the next edits in last_maps (cogniedit.focus.attention_maps; render_phrase_maps draws them)
+        self.attention_maps: dict | None = None
+        self.last_maps = None
 
     # --- decomposition -------------------------------------------------------------------------------------
     def _decompositions(self, images, instructions):
@@ -175,7 +181,11 @@ class CogniEditEditor:
     def edit(self, images, instructions, seed: int = 0, **kwargs):
         instructions = list(instructions)
         images = np.asarray(images)
-        need_decomposition = self.decompose or self.focus == "training_free"
+        maps = self.attention_maps
+        if maps is not None and self.focus == "off":
+            raise ValueError("attention maps need focus on: for the base model's maps use focus=training_free with "
+                             "focus_strength=0")
+        need_decomposition = self.decompose or self.focus == "training_free" or maps is not None
         decompositions = self._decompositions(images, instructions) if need_decomposition else []
         texts = [d.enriched_instruction for d in decompositions] if self.decompose else instructions
         self.last_instructions = list(texts)
@@ -191,17 +201,22 @@ class CogniEditEditor:
                            sample_sigmas=flow_sigmas(kwargs["steps"], kwargs["shift"]).tolist(),
                            n_reference=int(self.model.image_to_latent(images[:1]).shape[1]),
                            bias_reference=self.focus_reference, probe=self.probe)
-        positions = self._focus_positions(texts, decompositions) if self.focus == "training_free" else None
+        spans_needed = self.focus == "training_free" or maps is not None
+        positions = self._focus_positions(texts, decompositions) if spans_needed else None
         handles, calls = [], contextlib.ExitStack()
 
         def on_text(editor, ids, mask):  # the editor's own tokenisation: build per-sample weights from it
             text_len = ids.shape[1] - editor.prefix_len
-            if positions is not None:
+            if spans_needed:
                 self._check_layout(mask)
+            if self.focus == "training_free":
                 state.weights = focus_bias.focus_weights(positions, text_len)
             else:  # learned
                 handles.extend(learned_focus_hooks(transformer, self.learned, state))
                 calls.enter_context(learned_focus_call(transformer, state, mask[:, editor.prefix_len:]))
+            if maps is not None:  # per focus phrase, on the noisy image's token grid
+                weights, names = phrase_weights(self.last_spans, text_len)
+                state.maps = AttentionMapRecorder(weights, names, (GRID, GRID), **maps)
             return {}
 
         def record_sigma(module, args, kwargs_):
@@ -217,6 +232,7 @@ class CogniEditEditor:
                 handle.remove()
             restore_processors(transformer, original)
             self.last_records = state.records
+            self.last_maps = state.maps.result() if state.maps is not None else None
 
 
 def load_cogniedit_editor(decompose="off", focus="off", focus_strength: float = 1.0, focus_blocks: str = "all",
