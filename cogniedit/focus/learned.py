@@ -158,10 +158,11 @@ class LearnedFocus(nn.Module):
         gather = torch.zeros(n_starts, self.window, self.xi, device=txt.device, dtype=probs.dtype)
         si, ji = torch.nonzero(inside, as_tuple=True)
         gather[si, ji, rel[si, ji]] = 1.0
-        used = (torch.arange(self.xi, device=txt.device)[None] < self.fitted_xi(lens)[:, None]).to(probs.dtype)
-        weights_rel = torch.einsum("bs,sjx,bx->bj", probs, gather, used)                      # [B, window]
-        # token written at relative j: sum_s p_s soft[j - s]
-        written = torch.einsum("bs,sjx,bx,xd->bjd", probs, gather, used, soft.to(probs.dtype)).to(txt.dtype)
+        used = torch.arange(self.xi, device=txt.device)[None] < self.fitted_xi(lens)[:, None]
+        # holds[b, j, x]: probability that relative position j holds soft token x
+        holds = torch.einsum("bs,sjx->bjx", probs, gather) * used[:, None, :].to(probs.dtype)
+        weights_rel = holds.sum(-1)                                                            # [B, window]
+        written = (holds @ soft.to(probs.dtype)).to(txt.dtype)  # token written at j: sum_s p_s soft[j - s]
         idx = starts[:, None] + torch.arange(self.window, device=txt.device)[None]
         in_range = (idx < s) & (idx < (starts + lens)[:, None])  # never write past the instruction
         idx = idx.clamp(max=s - 1)
