@@ -70,7 +70,8 @@ class AttentionMapRecorder:
         self.blocks = parse_blocks(self.blocks) if isinstance(self.blocks, str) else self.blocks
 
     def wants(self, block_index: int, total_blocks: int | None, sigma, sample_sigmas) -> bool:
-        return block_active(block_index, self.blocks, "double", total_blocks) and self.steps.active(sigma, sample_sigmas)
+        in_blocks = block_active(block_index, self.blocks, "double", total_blocks)
+        return in_blocks and self.steps.active(sigma, sample_sigmas)
 
     def add(self, block_index: int, step: int | None, base_rows: torch.Tensor, focused_rows: torch.Tensor) -> None:
         """One call's ``[B, P, rows * cols]`` masses of the noisy-image query rows (``bias.row_attention_mass``)."""

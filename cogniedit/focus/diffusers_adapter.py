@@ -233,8 +233,8 @@ def learned_focus_hooks(transformer, learned, state: FocusState) -> list:
 
 
 @contextlib.contextmanager
-def learned_focus_call(transformer, state: FocusState, text_mask: torch.Tensor,
-                       instruction_len: torch.Tensor | None = None, detach: bool = True, n_reference: int | None = None):
+def learned_focus_call(transformer, state: FocusState, text_mask: torch.Tensor, instruction_len=None,
+                       detach: bool = True, n_reference: int | None = None):
     """Learned focus on (through ``learned_focus_hooks``) for the model calls inside. ``text_mask``: the encoded
     text's mask (template head cut), whose valid tokens end with the instruction and the 5-token assistant suffix.
     ``instruction_len`` ([B], the instruction's token count): what precedes it (Qwen-Image-Edit's vision tokens) is

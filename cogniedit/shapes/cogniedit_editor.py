@@ -11,8 +11,8 @@ wraps a base editor (``cogniedit.shapes.editor.DefaultEditor`` or a bare ``Shape
 * focus ``training_free``: the decomposer's focus phrases are mapped to token positions of the editor's own text
   sequence (``cogniedit.focus.spans``, layout ``qwen_image``: the editor drops ``<|im_start|>user\\n`` as ComfyUI's
   Qwen-Image conditioning does), and ``FocusAttnProcessor`` (``cogniedit.focus.diffusers_adapter``) adds the focus
-  core's ``log(1 + s*w)`` bias to the noisy-image query rows of the DiT's joint attention. Processors are installed for one edit and the original
-  ones restored afterwards, so the base editor is untouched.
+  core's ``log(1 + s*w)`` bias to the noisy-image query rows of the DiT's joint attention. Processors are installed
+  for one edit and the original ones restored afterwards, so the base editor is untouched.
 * focus ``learned``: a ``LearnedFocus`` file rewrites the text stream of its blocks and its window weights feed
   the same bias (``cogniedit.focus.learned``).
 * lora: a trainer LoRA file (``diffusion_model.<module>.lora_A.weight / .lora_B.weight / .alpha``) merged into a

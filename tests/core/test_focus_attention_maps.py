@@ -26,7 +26,7 @@ def test_row_mass_is_the_attention_on_each_phrase_computed_by_hand():
     assert got.shape == (b, 2, n_img)
     for s in range(b):
         for r in range(n_img):
-            logits = torch.einsum("hd,hld->hl", q[s, :, n_txt + r], k[s]) / math.sqrt(d) + mask[s, 0, 0]  # [heads, keys]
+            logits = torch.einsum("hd,hld->hl", q[s, :, n_txt + r], k[s]) / math.sqrt(d) + mask[s, 0, 0]  # [H, keys]
             p = logits.softmax(-1)
             want = [float(p[:, 1].mean()), float(p[:, 2:4].sum(-1).mean())]
             assert got[s, :, r].tolist() == pytest.approx(want, rel=1e-5)
@@ -106,7 +106,8 @@ def test_blocks_and_steps_choose_the_calls_and_recording_never_changes_the_edit(
     from cogniedit.shapes.cogniedit_editor import load_cogniedit_editor
 
     cases, images = colour_cases
-    editor, out = mapped_edit(shipped, colour_cases, 2.0, n=3, sample_steps=4, blocks="1", steps=FocusSchedule(0.0, 0.5))
+    editor, out = mapped_edit(shipped, colour_cases, 2.0, n=3, sample_steps=4, blocks="1",
+                              steps=FocusSchedule(0.0, 0.5))
     maps = editor.last_maps
     assert maps.blocks == [1] and maps.steps == [0, 1] and maps.calls == 2
     plain = load_cogniedit_editor(focus="training_free", focus_strength=2.0, base=shipped)
