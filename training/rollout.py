@@ -75,35 +75,30 @@ class CachedConditioningPolicy:
         """Run ``module`` (cogniedit.focus.learned.LearnedFocus) in every policy call, exactly as the CogniEdit
         editor and ComfyUI's Token Focus node run it at inference (focus processors and block hooks), but with the
         bias left differentiable so the predictor and the soft tokens are trained with the LoRA."""
-        from cogniedit.shapes.cogniedit_editor import FocusState, install_focus_processors
+        from cogniedit.focus.diffusers_adapter import FocusState, install_focus_processors, learned_focus_hooks
 
         self.focus = module
         # the source image's tokens follow the noisy ones; like the editor, bias only the noisy-image query rows
         # (n_reference: their count, set per call where image sizes vary)
         self.focus_state = FocusState(None, float(strength), n_reference=0)
         install_focus_processors(self.transformer, self.focus_state)
+        learned_focus_hooks(self.transformer, module, self.focus_state)  # idle outside focus_applied
 
     @contextlib.contextmanager
     def focus_applied(self, text_mask: torch.Tensor, enabled: bool = True, instruction_len=None,
                       n_reference: int | None = None):
         """Learned focus on for the calls inside (``text_mask``: the cached mask; valid tokens end with the
-        instruction and the 5 suffix tokens; ``instruction_len``: see ``learned_focus_hooks``; ``n_reference``:
+        instruction and the 5 suffix tokens; ``instruction_len``: see ``learned_focus_call``; ``n_reference``:
         the source image's token count, default the policy's fixed one)."""
         if self.focus is None or not enabled:
             yield
             return
-        from cogniedit.shapes.cogniedit_editor import learned_focus_hooks
+        from cogniedit.focus.diffusers_adapter import learned_focus_call
 
-        self.focus_state.n_reference = n_reference if n_reference is not None else self.latent_shape(1)[1]
-
-        handles = learned_focus_hooks(self.transformer, self.focus, self.focus_state, text_mask, detach=False,
-                                      instruction_len=instruction_len)
-        try:
+        n_reference = n_reference if n_reference is not None else self.latent_shape(1)[1]
+        with learned_focus_call(self.transformer, self.focus_state, text_mask, instruction_len, detach=False,
+                                n_reference=n_reference):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
-            self.focus_state.block_weights.clear()
 
     def velocity(self, x, sigma, cond: Conditioning) -> torch.Tensor:
         raise NotImplementedError

@@ -178,13 +178,19 @@ def attention_mass(q, k, weights: torch.Tensor, text_len: int, rows: tuple[int, 
 
     ``weights``: ``[B, text_len]`` focus weights; the mass counts ``sum_j w_j * p_ij``.
     """
+    return row_attention_mass(q, k, weights[:, None], text_len, rows, mask)[:, 0].mean(-1)
+
+
+def row_attention_mass(q, k, weights: torch.Tensor, text_len: int, rows: tuple[int, int], mask=None) -> torch.Tensor:
+    """``[B, P, rows]``: per query row, the attention (mean over heads) on each of P weighted sets of text keys,
+    ``sum_j w_pj * p_ij``. ``q``/``k``: ``[B, H, L, D]``; ``weights``: ``[B, P, text_len]``."""
     wide = torch.promote_types(q.dtype, torch.float32)
     q_rows = q[:, :, rows[0]:rows[1]].to(wide)
     logits = (q_rows @ k.to(wide).transpose(-1, -2)) / math.sqrt(q.shape[-1])
     if mask is not None:
         logits = logits + rows_of_mask(as_additive_mask(mask, wide), rows[0], rows[1], q.shape[2])
-    p = logits.softmax(-1)[..., :text_len]
-    return (p * weights.to(p.device)[:, None, None, :]).sum(-1).mean(dim=(1, 2))
+    p = logits.softmax(-1)[..., :text_len].mean(1)                                        # [B, rows, text]
+    return (p @ weights.to(p).transpose(1, 2)).transpose(1, 2)
 
 
 # -------------------------------------------------------------------------------------- gating helpers

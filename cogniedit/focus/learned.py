@@ -11,6 +11,10 @@ Here the start is a distribution ``p`` over starts; the window is written softly
 differentiable in both the predictor and the soft tokens. ``hard=True`` uses a straight-through one-hot
 (forward = the code's argmax replacement, backward = the soft gradients).
 
+Window length (ours): per sample ``min(xi, ceil(n / 2))`` for an instruction of n tokens (``fitted_xi``), so the
+predictor always has a choice and at least half the instruction keeps its own tokens; with the paper's xi = 64 a
+shorter instruction would otherwise be overwritten whole, from one possible start, with no gradient to the predictor.
+
 Optional gate (ours, for a warm start): with a per-layer ``gate`` logit, ``a = sigmoid(gate)`` scales the whole
 relocation, ``h'_j = (1 - a w_j) h_j + a sum_s p_s soft[j - s]`` and window weights ``a w`` (so the attention
 forcing too). A module started at a strongly negative gate is near the identity, so fine-tuning starts from the
@@ -94,6 +98,16 @@ class LearnedFocus(nn.Module):
         except ValueError:
             return None
 
+    def fitted_xi(self, text_len) -> torch.Tensor:
+        """Window length per sample: ``xi``, but at most half the instruction (rounded up, at least 1).
+
+        A window as long as the instruction has one start: the predictor would get no gradient and the whole
+        instruction would be replaced by prompt-independent soft tokens (the paper's xi = 64 against most edit
+        instructions). At most half keeps ``floor(n / 2) + 1`` starts to choose from and half the prompt's own
+        tokens; instructions of 2 xi tokens or more get the full ``xi``. A shorter window uses the first soft tokens."""
+        lens = torch.as_tensor(text_len).long()
+        return ((lens + 1) // 2).clamp(min=1, max=self.xi)
+
     def start_distribution(self, txt: torch.Tensor, layer: int, text_start, text_len, hard: bool = False,
                            temperature: float = 1.0) -> torch.Tensor:
         """``[B, window - xi + 1]`` probabilities of each window start (relative to ``text_start``)."""
@@ -105,8 +119,8 @@ class LearnedFocus(nn.Module):
         pooled = txt.mean(-1).gather(1, idx.clamp(max=txt.shape[1] - 1)) * valid           # channel mean
         logits = self.predictors[layer](pooled.to(self.predictors[layer].weight.dtype)) / temperature
         n_starts = self.window - self.xi + 1
-        # a start is usable when its window stays inside the instruction (start 0 always is)
-        last_ok = (lens - self.xi).clamp(min=0)
+        # a start is usable when its (fitted) window stays inside the instruction (start 0 always is)
+        last_ok = (lens - self.fitted_xi(lens)).clamp(min=0)
         ok = torch.arange(n_starts, device=txt.device)[None] <= last_ok[:, None]
         probs = logits.masked_fill(~ok, float("-inf")).softmax(-1)
         if hard:  # straight-through: forward = argmax (the authors' code), backward = soft
@@ -135,17 +149,20 @@ class LearnedFocus(nn.Module):
             soft = project(soft)
         soft = soft.to(txt.dtype)
         n_starts = probs.shape[1]
-        # place[b, s, j]: probability that window position j (relative) holds soft token (j - s)
+        starts = torch.as_tensor(text_start, device=txt.device).long().expand(b)
+        lens = torch.as_tensor(text_len, device=txt.device).long().expand(b)
+        # gather[s, j, x] = 1: window position j (relative) holds soft token x = j - s when the window starts at s;
+        # soft tokens past the sample's fitted window length are not written (used[b, x])
         rel = torch.arange(self.window, device=txt.device)[None, :] - torch.arange(n_starts, device=txt.device)[:, None]
-        inside = ((rel >= 0) & (rel < self.xi)).to(probs.dtype)                               # [n_starts, window]
-        weights_rel = probs @ inside                                                          # [B, window]
-        # token written at relative j: sum_s p_s soft[j - s]
+        inside = (rel >= 0) & (rel < self.xi)                                                  # [n_starts, window]
         gather = torch.zeros(n_starts, self.window, self.xi, device=txt.device, dtype=probs.dtype)
         si, ji = torch.nonzero(inside, as_tuple=True)
         gather[si, ji, rel[si, ji]] = 1.0
-        written = torch.einsum("bs,sjx,xd->bjd", probs, gather, soft.to(probs.dtype)).to(txt.dtype)
-        starts = torch.as_tensor(text_start, device=txt.device).long().expand(b)
-        lens = torch.as_tensor(text_len, device=txt.device).long().expand(b)
+        used = torch.arange(self.xi, device=txt.device)[None] < self.fitted_xi(lens)[:, None]
+        # holds[b, j, x]: probability that relative position j holds soft token x
+        holds = torch.einsum("bs,sjx->bjx", probs, gather) * used[:, None, :].to(probs.dtype)
+        weights_rel = holds.sum(-1)                                                            # [B, window]
+        written = (holds @ soft.to(probs.dtype)).to(txt.dtype)  # token written at j: sum_s p_s soft[j - s]
         idx = starts[:, None] + torch.arange(self.window, device=txt.device)[None]
         in_range = (idx < s) & (idx < (starts + lens)[:, None])  # never write past the instruction
         idx = idx.clamp(max=s - 1)

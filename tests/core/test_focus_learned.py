@@ -83,6 +83,32 @@ def test_gradients_reach_predictor_and_soft_tokens(hard):
     assert lf.predictors[1].weight.grad.abs().sum() > 0 and lf.predictors[0].weight.grad is None
 
 
+@pytest.mark.parametrize("hard", [False, True])
+def test_the_papers_window_on_a_short_instruction_keeps_a_choice(hard):
+    """xi = 64 (the paper) on instructions of 12 and 5 tokens: the window shrinks to half the instruction (6 and 3
+    tokens, the first soft tokens), so the predictor still chooses among starts and gets gradient, and at least half
+    of each instruction keeps its own tokens. (A window covering the whole instruction leaves one start: the
+    predictor would get no gradient and the instruction would be replaced by prompt-independent tokens.)"""
+    torch.manual_seed(4)
+    lf = LearnedFocus(16, [0], xi=64, window=128)
+    txt = torch.randn(2, 40, 16)
+    starts, lens = torch.tensor([10, 20]), torch.tensor([12, 5])
+    new, w = lf(txt, 0, text_start=starts, text_len=lens, hard=hard)
+    probs = lf.start_distribution(txt, 0, starts, lens).detach()
+    assert torch.count_nonzero(probs, dim=1).tolist() == [7, 3]  # usable starts 0 .. n - ceil(n / 2)
+    assert w.detach().sum(1).tolist() == pytest.approx([6.0, 3.0])
+    for b, (s, n) in enumerate(zip(starts.tolist(), lens.tolist())):
+        assert torch.count_nonzero(w[b, :s]) == 0 and torch.count_nonzero(w[b, s + n:]) == 0
+        if hard:  # the authors' replacement of a half-instruction window; the rest of the instruction is kept
+            first = s + int(probs[b].argmax())
+            expect = txt[b].clone()
+            expect[first:first + (n + 1) // 2] = lf.soft_tokens[0, :(n + 1) // 2]
+            assert torch.allclose(new[b], expect, atol=1e-6)
+    (new * torch.randn_like(new)).sum().backward()
+    assert lf.predictors[0].weight.grad.abs().sum() > 0
+    assert lf.soft_tokens.grad[0, 6:].abs().sum() == 0  # soft tokens past the longest fitted window are unused
+
+
 def test_bad_sizes_refused():
     with pytest.raises(ValueError, match="xi <= window"):
         LearnedFocus(8, [0], xi=10, window=6)

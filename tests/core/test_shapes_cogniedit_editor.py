@@ -9,9 +9,8 @@ import torch
 
 from cogniedit.focus.learned import LearnedFocus
 from cogniedit.focus.weights_file import base_model_hash, save_focus_weights
-from cogniedit.shapes.cogniedit_editor import (
-    CogniEditEditor, FocusAttnProcessor, FocusState, load_cogniedit_editor, merge_lora,
-)
+from cogniedit.focus.diffusers_adapter import FocusAttnProcessor, FocusState
+from cogniedit.shapes.cogniedit_editor import CogniEditEditor, load_cogniedit_editor, merge_lora
 from cogniedit.shapes.editor import EditorConfig, new_editor
 from cogniedit.shapes.editor.text import TextVocab
 

@@ -198,3 +198,38 @@ def test_window_outside_the_rollout_is_rejected():
     with pytest.raises(ValueError, match="leaves"):
         dense_grpo_loss(toy_velocity(THETA_OLD), ro, torch.ones(N), torch.tensor([3, 0, 0, 0]), 4,
                         ObjectiveSettings())
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_sparse_loss_and_gradient_are_the_mean_over_its_steps(backward):
+    """Sparse with k steps per trajectory: the loss is the mean over trajectories and steps of the one-step loss,
+    written out independently (``reference_dense_loss`` with a window of 1), and so is its gradient."""
+    ro = toy_rollouts(THETA_OLD, steps=8, seed=5)
+    steps = torch.tensor([[0, 3, 5], [1, 2, 7], [4, 6, 0], [7, 1, 3]])
+    adv = torch.tensor([0.9, -1.2, 0.3, 1.7], dtype=torch.float64)
+    ref_theta = np.array([-0.25, 0.45])
+    theta0 = np.array([-0.3 + 0.03, 0.5 - 0.04])
+    eps, beta = 0.5, 0.6
+    theta = torch.tensor(theta0, dtype=torch.float64, requires_grad=True)
+    out = sparse_grpo_loss(toy_velocity(theta), ro, adv, steps, ObjectiveSettings(clip_eps=eps, beta=beta),
+                           toy_velocity(torch.tensor(ref_theta)), backward=backward)
+    if not backward:
+        out.loss.backward()
+
+    def total(th):
+        return np.mean([reference_dense_loss(th, ref_theta, ro, int(steps[n, i]), 1, float(adv[n]), eps, beta, n)
+                        for n in range(N) for i in range(steps.shape[1])])
+
+    assert float(out.loss.detach()) == pytest.approx(total(theta0), rel=1e-9, abs=1e-12)
+    np.testing.assert_allclose(theta.grad.numpy(), _fd_gradient(total, theta0), rtol=2e-5, atol=1e-8)
+
+
+def test_drawn_windows_reach_every_start_and_sparse_steps_every_step():
+    """Dense starts are uniform over 0..T-k, the last window included; sparse draws k distinct steps of 0..T-1."""
+    gen = torch.Generator().manual_seed(0)
+    steps, window = 6, 2
+    starts = draw_steps("dense", 400, steps, window, gen)
+    assert starts.shape == (400,) and set(starts.tolist()) == set(range(steps - window + 1))
+    sparse = draw_steps("sparse", 400, steps, window, gen)
+    assert sparse.shape == (400, window) and set(sparse.flatten().tolist()) == set(range(steps))
+    assert all(len(set(row)) == window for row in sparse.tolist())

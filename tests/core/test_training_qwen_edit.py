@@ -354,6 +354,64 @@ def test_learned_focus_trains_on_the_instruction_tokens_only(components, records
             assert row[start:start + n].sum() > 0.99 and row.sum() == pytest.approx(row[start:start + n].sum())
 
 
+def test_learned_window_covers_exactly_the_instruction_tokens(components, records_file, tmp_path):
+    """A predictor window longer than the instruction, soft starts: the window weights are non-zero on every
+    instruction token and on nothing else. The instruction's place is checked against the tokenizer: the text
+    template's last tokens are the instruction, then <|im_end|>\n<|im_start|>assistant\n (the stream ends there)."""
+    args = run_args(["model.kind=diffusers", f"model.path={components}"], records_file, tmp_path / "out") + [
+        "focus.enabled=true", "focus.blocks=all", "focus.xi=16", "focus.window=32", "focus.strength=2.0"]
+    trainer = Trainer(load_config(None, args))
+    policy = trainer.policy
+    cases = trainer.cases[:2]
+    cond = policy.encode_cases(cases)
+    x = torch.randn(policy.latent_shape(2, cond), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), policy.focus_applied(cond.mask, True, cond.instruction_len, cond.ref.shape[1]):
+        policy.velocity(x, torch.tensor([0.5]), cond)
+        weights = {i: w.clone() for i, w in policy.focus_state.block_weights.items()}
+    tokenizer, template = policy.pipeline.tokenizer, policy.pipeline.prompt_template_encode
+    assert sorted(weights) == [0, 1]
+    for b, case in enumerate(cases):
+        ids = tokenizer(template.format(case.instruction), add_special_tokens=False)["input_ids"]
+        n = int(cond.instruction_len[b])
+        assert n < 32 and tokenizer.decode(ids[-5 - n:-5]) == case.instruction
+        assert tokenizer.decode(ids[-5:]) == "<|im_end|>\n<|im_start|>assistant\n"
+        end = int(cond.mask[b].sum())  # the DiT's text stream ends where the template does
+        for w in weights.values():
+            support = torch.nonzero(w[b] > 0).flatten().tolist()
+            assert support == list(range(end - 5 - n, end - 5)), (support, end, n)
+
+
+def test_learned_focus_trains_with_gradient_checkpointing(components, records_file, tmp_path):
+    """diffusers calls checkpointed blocks positionally (no ``encoder_hidden_states=``): the focus hooks rewrite the
+    text stream there too, a run with train.gradient_checkpointing (the example config) trains, and one step's
+    gradient equals the gradient without checkpointing (fp32: only recomputation order differs, rtol 1e-5)."""
+    out = tmp_path / "out"
+    args = run_args(["model.kind=diffusers", f"model.path={components}"], records_file, out, steps=1) + FOCUS + [
+        "train.gradient_checkpointing=true"]
+    assert main(flags(args)) == 0 and (out / "focus.safetensors").is_file()
+    trainer = Trainer(load_config(None, args))
+    policy, transformer = trainer.policy, trainer.policy.transformer
+    with torch.no_grad():  # a LoRA with B != 0, so every trainable gets gradient
+        for p in trainer.params:
+            p.normal_(0, 0.05)
+    cond = policy.encode_cases(trainer.cases[:2])
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(policy.latent_shape(2, cond), generator=gen)
+    probe = torch.randn(x.shape, generator=gen)
+    grads = {}
+    for checkpointing in (True, False):
+        transformer.enable_gradient_checkpointing() if checkpointing else transformer.disable_gradient_checkpointing()
+        for p in trainer.params:
+            p.grad = None
+        with torch.enable_grad():
+            (policy.velocity_fn(cond)(x, torch.tensor([0.6])) * probe).sum().backward()
+        grads[checkpointing] = [p.grad.clone() for p in trainer.params]
+    focus_grads = grads[True][-len(list(trainer.focus.parameters())):]
+    assert all(g.abs().sum() > 0 for g in focus_grads)  # soft tokens and predictors both get gradient
+    for with_ckpt, without in zip(grads[True], grads[False]):
+        torch.testing.assert_close(with_ckpt, without, rtol=1e-5, atol=1e-8)
+
+
 def test_held_out_evaluation_compares_base_and_trained_edits(components, records_file, tmp_path):
     """evaluate_records: the run's own config and files, base vs trained ODE edits, the run's rewards."""
     from training.evaluate_records import main as evaluate_main
