@@ -160,11 +160,21 @@ def save_lora_file(path, model: nn.Module, metadata: dict | None = None, tensors
     return save_safetensors_atomic(path, lora_state_dict(model) if tensors is None else tensors, meta)
 
 
-def read_lora_file(path) -> tuple[dict, dict]:
-    from safetensors import safe_open
+class LoRAFileError(ValueError):
+    """A LoRA file that is missing or not a safetensors file; the message names the file and the fix."""
 
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+
+def read_lora_file(path) -> tuple[dict, dict]:
+    from safetensors import SafetensorError, safe_open
+
+    if not Path(path).is_file():
+        raise LoRAFileError(f"LoRA file {path} not found; pass the lora.safetensors a training run wrote")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except SafetensorError as exc:
+        raise LoRAFileError(f"{path} is not a readable safetensors LoRA ({exc}); the file is damaged or of "
+                            f"another kind: pass a lora.safetensors a training run wrote") from None
 
 
 def merged_weight_delta(layer: LoRALinear) -> torch.Tensor:
@@ -173,5 +183,5 @@ def merged_weight_delta(layer: LoRALinear) -> torch.Tensor:
 
 
 __all__ = ["LoRALinear", "inject_lora", "lora_layers", "lora_parameters", "lora_disabled", "lora_state_dict",
-           "load_lora_state_dict", "save_lora_file", "read_lora_file", "merged_weight_delta", "DEFAULT_TARGETS",
+           "load_lora_state_dict", "save_lora_file", "read_lora_file", "LoRAFileError", "merged_weight_delta", "DEFAULT_TARGETS",
            "KEY_PREFIX", "FORMAT"]

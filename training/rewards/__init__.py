@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import ConfigError
 from .base import Reward, source_image
 from .preservation import PreservationReward
 from .shapeedit import ShapeEditReward
@@ -27,14 +28,14 @@ def build_rewards(config: dict) -> tuple[list, dict]:
             plugin = VLMHTTPReward(section["url"], dims, section.get("timeout_s", 60.0), section.get("retries", 3),
                                    section.get("backoff_s", 1.0))
         else:
-            raise ValueError(f"unknown reward plugin rewards.{name}; known: {', '.join(PLUGINS)}")
+            raise ConfigError(f"unknown reward plugin rewards.{name}; known: {', '.join(PLUGINS)}")
         for dim, w in (section.get("weights") or {}).items():
             if dim not in plugin.dimensions:
-                raise ValueError(f"rewards.{name}.weights.{dim}: {name} has dimensions {list(plugin.dimensions)}")
+                raise ConfigError(f"rewards.{name}.weights.{dim}: {name} has dimensions {list(plugin.dimensions)}")
             weights[f"{name}.{dim}"] = float(w)
         plugins.append(plugin)
     if not plugins:
-        raise ValueError("no reward plugin is enabled; set rewards.shapeedit.enabled=true (or another plugin)")
+        raise ConfigError("no reward plugin is enabled; set rewards.shapeedit.enabled=true (or another plugin)")
     return plugins, weights
 
 
