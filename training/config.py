@@ -69,6 +69,23 @@ DEFAULTS: dict = {
         "preservation": {"enabled": False, "weights": {"ssim": 0.0, "psnr": 0.0}},
         "vlm_http": {"enabled": False, "url": "http://127.0.0.1:8080/score", "timeout_s": 60.0, "retries": 3,
                      "backoff_s": 1.0, "weights": {"alignment": 1.4, "style": 0.7, "consistency": 1.0}},
+        # any OpenAI-compatible vision chat server (vLLM, llama.cpp, Ollama) with the paper's judge prompt
+        "vlm_judge": {
+            "enabled": False,
+            "url": "http://127.0.0.1:8000/v1",      # the server's base URL (or .../v1/chat/completions)
+            "model": "Qwen/Qwen2.5-VL-7B-Instruct",  # the model name the server serves
+            "api_key_env": None,               # name of YOUR environment variable holding the key (null: none)
+            "prompt": None,                    # the judging prompt with {instruction}; null = the paper's
+            "prompt_file": None,               # or a UTF-8 file holding it
+            "max_tokens": 2048, "temperature": 0.0,
+            "timeout_s": 120.0,                # wall-clock limit per request (connect to last byte)
+            "retries": 3, "backoff_s": 1.0, "max_backoff_s": 30.0,
+            "concurrency": 4,                  # requests in flight (one per edited image)
+            "parse_retries": 1,                # ask again when an answer holds no scores
+            "max_unparseable_frac": 0.5,       # stop when more answers than this hold no scores (after 16)
+            "extra_body": {},                  # extra request fields (e.g. top_k for vLLM)
+            "weights": {"alignment": 1.4, "style": 0.7, "consistency": 1.0},  # the authors' (coherence dropped)
+        },
     },
     "lora": {
         "rank": 4,
@@ -125,7 +142,9 @@ class ConfigError(ValueError):
 
 # Keys whose default is null, and what they hold when set (other null-default keys take anything).
 NULLABLE = {"model.path": str, "model.components": str, "model.family": str, "data.cases": str,
-            "data.kinds": list, "data.records": str, "data.cache_dir": str, "focus.gate_init": (int, float)}
+            "data.kinds": list, "data.records": str, "data.cache_dir": str, "focus.gate_init": (int, float),
+            "rewards.vlm_judge.api_key_env": str, "rewards.vlm_judge.prompt": str,
+            "rewards.vlm_judge.prompt_file": str}
 ALSO_ALLOWED = {"focus.blocks": int}  # "last:2", or one block index
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
@@ -368,7 +387,7 @@ def validate(config: dict, sources: dict | None = None) -> None:
              '{"image", "instruction", "mask"?} lines (docs/training.md)'),
             ("rewards.shapeedit.enabled", not config["rewards"].get("shapeedit", {}).get("enabled", False),
              "must be false: rewards.shapeedit scores ShapeEdit cases only: set rewards.shapeedit.enabled=false and "
-             "enable rewards.preservation and/or rewards.vlm_http"),
+             "enable rewards.preservation and/or rewards.vlm_judge (or rewards.vlm_http)"),
         ]
     for key, ok, problem in checks:
         if not ok:

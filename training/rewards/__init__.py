@@ -9,8 +9,9 @@ from .base import Reward, source_image
 from .preservation import PreservationReward
 from .shapeedit import ShapeEditReward
 from .vlm_http import RewardServerError, VLMHTTPReward
+from .vlm_judge import VLMJudgeReward
 
-PLUGINS = ("shapeedit", "preservation", "vlm_http")
+PLUGINS = ("shapeedit", "preservation", "vlm_http", "vlm_judge")
 
 
 def build_rewards(config: dict) -> tuple[list, dict]:
@@ -27,6 +28,9 @@ def build_rewards(config: dict) -> tuple[list, dict]:
             dims = tuple(section.get("dimensions") or section.get("weights", {}).keys())
             plugin = VLMHTTPReward(section["url"], dims, section.get("timeout_s", 60.0), section.get("retries", 3),
                                    section.get("backoff_s", 1.0))
+        elif name == "vlm_judge":
+            dims = tuple(section.get("dimensions") or section.get("weights", {}).keys())
+            plugin = VLMJudgeReward.from_config(section, dims)
         else:
             raise ConfigError(f"unknown reward plugin rewards.{name}; known: {', '.join(PLUGINS)}")
         for dim, w in (section.get("weights") or {}).items():
@@ -47,5 +51,6 @@ def score_all(plugins, edited_images, cases) -> dict[str, torch.Tensor]:
     return out
 
 
-__all__ = ["Reward", "ShapeEditReward", "PreservationReward", "VLMHTTPReward", "RewardServerError", "build_rewards",
+__all__ = ["Reward", "ShapeEditReward", "PreservationReward", "VLMHTTPReward", "VLMJudgeReward", "RewardServerError",
+           "build_rewards",
            "score_all", "source_image", "PLUGINS"]
