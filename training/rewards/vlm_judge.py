@@ -8,10 +8,11 @@ one, comes from the environment variable the trainer config names (``api_key_env
 and appears in no message, log or file.
 
 An answer the reader cannot find the scores in is not scored 0: it is counted, logged (a short excerpt), asked
-again up to ``parse_retries`` times, and then left out of the ranking: each of its missing axes takes the batch
-mean of the answers that have it (the authors' fallback for a missing axis), and the ``parsed`` dimension
-(1 / 0 per image, logged as ``r/vlm_judge.parsed``) marks it. Items with no answer after every retry are treated
-the same; a batch with no answer at all, or a run where most answers hold no scores, stops with the fix.
+again up to ``parse_retries`` times, and then each of its missing axes takes the batch mean of the answers that
+have it (the authors' fallback for a missing axis: with batch-normalised advantages, the paper's, that axis then
+adds nothing to the image's advantage), and the ``parsed`` dimension (1 / 0 per image, logged as
+``r/vlm_judge.parsed``) marks it. Images with no answer after every retry are treated the same; a batch with no
+answer at all, or a run where most answers hold no scores, stops with the fix.
 """
 
 from __future__ import annotations
@@ -145,8 +146,8 @@ class VLMJudgeReward:
                                     f"({answers[0][2]})")
         bad = [(s, e) for _, s, e in answers if s != "ok"]
         if bad:
-            log.warning("vlm_judge: %d of %d answers without every score (%s); left out of the ranking (batch "
-                        "mean), marked parsed=0; e.g. %s: %r", len(bad), len(answers),
+            log.warning("vlm_judge: %d of %d answers without every score (%s); their missing scores take the batch "
+                        "mean, marked parsed=0; e.g. %s: %r", len(bad), len(answers),
                         ", ".join(f"{k} {v}" for k, v in status.items() if k != "ok"), bad[0][0], bad[0][1])
         self._check_the_judge_reads_its_prompt(bad)
         out = {}
