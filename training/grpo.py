@@ -60,7 +60,13 @@ def load_cases(data: dict):
         except RecordError as exc:
             raise ConfigError(str(exc)) from exc
     if data.get("cases"):
-        cases = read_jsonl(data["cases"])
+        if not Path(data["cases"]).is_file():
+            raise ConfigError(f"data.cases: {data['cases']} not found; point it at a JSONL file of ShapeEdit cases "
+                              f"or set data.cases=null to generate data.n_cases of them")
+        try:
+            cases = read_jsonl(data["cases"])
+        except ValueError as exc:  # names the file and line
+            raise ConfigError(f"data.cases: {exc}") from None
     else:
         cases = generate_cases(int(data["n_cases"]), seed=int(data["seed"]), kinds=data.get("kinds"))
     if not cases:

@@ -57,6 +57,10 @@ CASES = {
     "output_dir is a file": (lambda d: ["--set", f"output_dir={d / 'a_file'}"], ["output_dir", "a_file", "file"]),
     "output_dir under a file": (lambda d: ["--set", f"output_dir={d / 'a_file' / 'run'}"], ["output_dir", "a_file"]),
     "unknown flag": (lambda d: ["--bogus"], ["--bogus"]),
+    "missing cases file": (lambda d: ["--set", f"data.cases={d / 'cases.jsonl'}"], ["data.cases", "not found"]),
+    "bad cases line": (lambda d: ["--set", f"data.cases={d / 'bad.yaml'}"], ["data.cases", "bad.yaml line 1"]),
+    "no such editor": (lambda d: ["--set", f"model.path={d / 'editor.safetensors'}"], ["editor.safetensors",
+                                                                                        "not found"]),
     "resume without checkpoint": (lambda d: ["--set", f"output_dir={d / 'run'}", "--resume", "latest",
                                              "--set", "data.n_cases=4"], ["no checkpoint", "run"]),
 }
@@ -65,8 +69,8 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_each_input_mistake_is_one_line_and_a_failure(files, name):
     args, needles = CASES[name]
-    one_line(run(["--print-config", *args(files)] if name not in ("resume without checkpoint",) else args(files)),
-             *needles)
+    runs = name in ("resume without checkpoint", "missing cases file", "bad cases line", "no such editor")
+    one_line(run(args(files) if runs else ["--print-config", *args(files)]), *needles)
 
 
 def test_the_traceback_comes_with_the_debug_flag(files):

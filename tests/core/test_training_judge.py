@@ -153,6 +153,8 @@ def test_the_prompt_is_config(tmp_path):
         plugins, _ = build_rewards(_config(url=server.chat_url, prompt_file=str(prompt)))
         assert plugins[-1]._request(TARGETS[0], SOURCES[0], "make it red")["messages"][0]["content"][2]["text"] \
             == "Rate the edit for: make it red\nAlignment Score (1-5): X"
+    with pytest.raises(ConfigError, match="must start with http"):
+        build_rewards(_config(url="127.0.0.1:8000"))
     with pytest.raises(ConfigError, match="must contain {instruction}"):
         build_rewards(_config(prompt="Rate this edit"))
     with pytest.raises(ConfigError, match="prompt_file .* cannot read it"):

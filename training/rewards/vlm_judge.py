@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from cogniedit.decompose.backends.openai_http import chat_completions_url
+
 from ..config import ConfigError
 from .base import check_batch, source_image
 from .judge_prompt import AXES, NO_MISTAKES, PAPER_PROMPT, PLACEHOLDER, parse_judge_answer, render_prompt
@@ -36,14 +38,6 @@ DIMENSIONS = (*AXES, NO_MISTAKES)
 NO_SIGNAL = 3.0  # an axis no answer of the batch scored: the same value for every image (mid-scale)
 MIN_ANSWERS_FOR_GUARD = 16
 EXCERPT = 160
-
-
-def chat_url(url: str) -> str:
-    """``http://host:8000``, ``.../v1`` or the full ``.../v1/chat/completions`` -> the completions endpoint."""
-    url = url.rstrip("/")
-    if url.endswith("/chat/completions"):
-        return url
-    return url + ("/chat/completions" if url.endswith("/v1") else "/v1/chat/completions")
 
 
 def answer_text(reply) -> str | None:
@@ -68,9 +62,13 @@ class VLMJudgeReward:
         unknown = [d for d in dimensions if d not in DIMENSIONS]
         if unknown:
             raise ConfigError(f"rewards.vlm_judge: unknown dimension(s) {unknown}; the judge scores {list(DIMENSIONS)}")
+        if not str(url).startswith(("http://", "https://")):
+            raise ConfigError(f"rewards.vlm_judge.url={url!r} must start with http:// or https:// "
+                              f"(e.g. http://127.0.0.1:8000/v1)")
         if PLACEHOLDER not in prompt:
             raise ConfigError(f"rewards.vlm_judge.prompt must contain {PLACEHOLDER} where the instruction goes")
-        self.url, self.model, self.prompt = chat_url(url), str(model), prompt
+        # http://host:8000, .../v1 or the whole .../v1/chat/completions: the same endpoint
+        self.url, self.model, self.prompt = chat_completions_url(url), str(model), prompt
         self.scored = tuple(dimensions)
         self.dimensions = (*self.scored, "parsed")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
