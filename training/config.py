@@ -69,6 +69,23 @@ DEFAULTS: dict = {
         "preservation": {"enabled": False, "weights": {"ssim": 0.0, "psnr": 0.0}},
         "vlm_http": {"enabled": False, "url": "http://127.0.0.1:8080/score", "timeout_s": 60.0, "retries": 3,
                      "backoff_s": 1.0, "weights": {"alignment": 1.4, "style": 0.7, "consistency": 1.0}},
+        # any OpenAI-compatible vision chat server (vLLM, llama.cpp, Ollama) with the paper's judge prompt
+        "vlm_judge": {
+            "enabled": False,
+            "url": "http://127.0.0.1:8000/v1",      # the server's base URL (or .../v1/chat/completions)
+            "model": "Qwen/Qwen2.5-VL-7B-Instruct",  # the model name the server serves
+            "api_key_env": None,               # name of YOUR environment variable holding the key (null: none)
+            "prompt": None,                    # the judging prompt with {instruction}; null = the paper's
+            "prompt_file": None,               # or a UTF-8 file holding it
+            "max_tokens": 2048, "temperature": 0.0,
+            "timeout_s": 120.0,                # wall-clock limit per request (connect to last byte)
+            "retries": 3, "backoff_s": 1.0, "max_backoff_s": 30.0,
+            "concurrency": 4,                  # requests in flight (one per edited image)
+            "parse_retries": 1,                # ask again when an answer holds no scores
+            "max_unparseable_frac": 0.5,       # stop when more answers than this hold no scores (after 16)
+            "extra_body": {},                  # extra request fields (e.g. top_k for vLLM)
+            "weights": {"alignment": 1.4, "style": 0.7, "consistency": 1.0},  # the authors' (coherence dropped)
+        },
     },
     "lora": {
         "rank": 4,
@@ -123,19 +140,46 @@ class ConfigError(ValueError):
     """A config key or value is wrong; the message names the fix."""
 
 
-def _merge(base: dict, update: dict, path: str = "") -> dict:
+# Keys whose default is null, and what they hold when set (other null-default keys take anything).
+NULLABLE = {"model.path": str, "model.components": str, "model.family": str, "data.cases": str,
+            "data.kinds": list, "data.records": str, "data.cache_dir": str, "focus.gate_init": (int, float),
+            "rewards.vlm_judge.api_key_env": str, "rewards.vlm_judge.prompt": str,
+            "rewards.vlm_judge.prompt_file": str}
+ALSO_ALLOWED = {"focus.blocks": int}  # "last:2", or one block index
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+def _origin(sources: dict | None, where: str) -> str:
+    """``"<file>: "`` or ``"--set a.b=c: "`` for the key's (or its section's) origin; ``""`` for a default."""
+    if not sources:
+        return ""
+    parts = where.split(".")
+    for n in range(len(parts), 0, -1):
+        origin = sources.get(".".join(parts[:n]))
+        if origin:
+            return f"{origin}: "
+    return ""
+
+
+def _merge(base: dict, update: dict, path: str = "", source: str | None = None, sources: dict | None = None) -> dict:
     for key, value in update.items():
         where = f"{path}{key}"
+        if sources is not None and source:
+            sources[where] = source
         if key not in base:
             # reward plugin tables and reward weights are open dictionaries
             if where.startswith(OPEN_SECTIONS):
                 base[key] = copy.deepcopy(value)
                 continue
-            close = difflib.get_close_matches(key, list(base), n=1)
+            close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
             hint = f" (did you mean {path}{close[0]}?)" if close else ""
-            raise ConfigError(f"unknown config key {where}{hint}; see docs/training.md for the keys")
+            raise ConfigError(f"{source + ': ' if source else ''}unknown config key {where}{hint}; "
+                              f"see docs/training.md for the keys")
         if isinstance(base[key], dict) and isinstance(value, dict):
-            _merge(base[key], value, where + ".")
+            _merge(base[key], value, where + ".", source, sources)
+        elif isinstance(base[key], dict):
+            raise ConfigError(f"{source + ': ' if source else ''}{where} is a section ({', '.join(base[key])}); "
+                              f"set one of its keys, e.g. {where}.{next(iter(base[key]), 'key')}=...")
         else:
             base[key] = copy.deepcopy(value)
     return base
@@ -155,79 +199,223 @@ def _numbers(value):
     return value
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None:  # where the unclosed thing began, often the line to fix
+        problem += f", {context} at line {start.line + 1}, column {start.column + 1}"
+    return f"not valid YAML{where} ({problem})"
+
+
 def parse_override(text: str) -> dict:
     """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``; the value is parsed as YAML (numbers, true, [lists])."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value (e.g. objective.window=5)")
     dotted, raw = text.split("=", 1)
-    value = _numbers(yaml.safe_load(raw)) if raw.strip() else None
+    try:
+        value = _numbers(yaml.safe_load(raw)) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text}: the value is {_yaml_problem(exc)}; quote text, close brackets "
+                          f"([to_q, to_k])") from None
     out: dict = {}
     node = out
     parts = dotted.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r} must look like section.key=value (e.g. objective.window=5)")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
     return out
 
 
-def load_config(path=None, overrides=()) -> dict:
-    """Defaults <- YAML file <- overrides (``["a.b=c", ...]``), validated."""
-    config = copy.deepcopy(DEFAULTS)
-    if path is not None:
-        text = Path(path).read_text()
+def read_config_file(path) -> dict:
+    """The YAML mapping in ``path``; every way it can be wrong is a ConfigError naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder; pass a YAML file (e.g. training/configs/shapeedit_dense.yaml)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: file not found; pass an existing YAML file "
+                          f"(e.g. training/configs/shapeedit_dense.yaml)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc}); pass a readable UTF-8 YAML file") from None
+    try:
         data = _numbers(yaml.safe_load(text) or {})
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a YAML mapping of sections (model:, rollout:, ...)")
-        _merge(config, data)
-    apply_overrides(config, overrides)
-    validate(config)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}; fix the YAML there (indentation, a closing bracket or "
+                          f"quote)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a YAML mapping of sections (model:, rollout:, ...)")
+    return data
+
+
+def load_config(path=None, overrides=()) -> dict:
+    """Defaults <- YAML file <- overrides (``["a.b=c", ...]``), validated; errors name the file or flag."""
+    config = copy.deepcopy(DEFAULTS)
+    sources: dict = {}
+    if path is not None:
+        _merge(config, read_config_file(path), source=str(path), sources=sources)
+    apply_overrides(config, overrides, sources)
+    validate(config, sources)
     return config
 
 
-def apply_overrides(config: dict, overrides=()) -> dict:
+def apply_overrides(config: dict, overrides=(), sources: dict | None = None) -> dict:
     """``["a.b=c", ...]`` merged into ``config`` in place (unknown keys are an error); returns it."""
     for item in overrides:
-        _merge(config, parse_override(item))
+        _merge(config, parse_override(item), source=f"--set {item}", sources=sources)
     return config
 
 
-def validate(config: dict) -> None:
-    o, r, a = config["objective"], config["rollout"], config["advantages"]
+def _kind(expected) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "text", list: "a list ([a, b])"}
+    if isinstance(expected, tuple):
+        return "a number" if set(expected) == {int, float} else " or ".join(names[t] for t in expected)
+    return names[expected]
+
+
+def _type_ok(value, expected) -> bool:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool):
+        return bool in types
+    return isinstance(value, tuple(t for t in types if t is not bool))
+
+
+def _check_types(config: dict, defaults: dict, sources, path: str = "") -> None:
+    """Every value has its default's type (ints for ints, numbers for floats, true/false for flags, ...)."""
+    for key, value in config.items():
+        where = f"{path}{key}"
+        default = defaults.get(key) if isinstance(defaults, dict) else None
+        if where.endswith(".weights") and isinstance(value, dict):
+            for dim, w in value.items():
+                if not _type_ok(w, (int, float)):
+                    raise ConfigError(f"{_origin(sources, f'{where}.{dim}')}{where}.{dim}={w!r} must be a number "
+                                      f"(a reward weight)")
+            continue
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{_origin(sources, where)}{where} must be a section of keys, got {value!r}")
+            _check_types(value, default, sources, where + ".")
+            continue
+        if key not in (defaults or {}) or where.startswith("model.transformer_config."):
+            continue  # open tables: plugin options and model kwargs are the plugin's / model's to check
+        if default is None:
+            expected = NULLABLE.get(where)
+            if value is None or expected is None:
+                continue
+        elif isinstance(default, bool):
+            expected = bool
+        elif isinstance(default, int):
+            expected = int
+        elif isinstance(default, float):
+            expected = (int, float)
+        else:
+            expected = type(default)
+        if where in ALSO_ALLOWED:
+            expected = (expected, ALSO_ALLOWED[where])
+        if not _type_ok(value, expected):
+            example = default if default is not None else "..."
+            shown = str(example).lower() if isinstance(example, bool) else example
+            raise ConfigError(f"{_origin(sources, where)}{where}={value!r} must be {_kind(expected)}; "
+                              f"e.g. --set {where}={shown}")
+
+
+def validate(config: dict, sources: dict | None = None) -> None:
+    """Types first (so the range checks can compare), then ranges and choices; the first problem is raised."""
+    _check_types(config, DEFAULTS, sources)
+    m, d, o, r, a = config["model"], config["data"], config["objective"], config["rollout"], config["advantages"]
+    opt, t, ck, lg, lo = config["optim"], config["train"], config["checkpoint"], config["log"], config["lora"]
     checks = [
-        (o["name"] in ("dense", "sparse"), "objective.name must be dense or sparse"),
-        (int(o["window"]) >= 1, "objective.window must be >= 1"),
-        (int(o["window"]) <= int(r["steps"]), "objective.window must be <= rollout.steps"),
-        (o["clip_space"] in (None, "log", "ratio"), "objective.clip_space must be log, ratio or null"),
-        (o["logprob_reduction"] in ("mean", "sum"), "objective.logprob_reduction must be mean or sum"),
-        (o["detach_inputs"] in ("first", "all"), "objective.detach_inputs must be first or all"),
-        (o["dense_backward"] in ("sweep", "graph", "checkpoint"),
-         "objective.dense_backward must be sweep, graph or checkpoint"),
-        (float(r["eta"]) > 0, "rollout.eta must be > 0: GRPO needs a stochastic (SDE) policy"),
-        (int(r["group_size"]) >= 1 and int(r["cases_per_step"]) >= 1, "rollout.group_size/cases_per_step >= 1"),
-        (a["mode"] in ("group", "batch"), "advantages.mode must be group or batch"),
-        (a["combine"] in ("reward", "advantage"), "advantages.combine must be reward or advantage"),
-        (not (a["mode"] == "group" and int(r["group_size"]) < 2),
-         "advantages.mode=group needs rollout.group_size >= 2 (or use advantages.mode=batch)"),
-        (config["model"]["kind"] in ("shapeedit", "diffusers", "single_file"),
-         "model.kind must be shapeedit, diffusers or single_file"),
-        (config["model"]["variant"] in ("edit_plus", "edit"),
-         "model.variant must be edit_plus (Qwen-Image-Edit-2509/2511) or edit (the first Qwen-Image-Edit)"),
+        ("objective.name", o["name"] in ("dense", "sparse"), "must be dense or sparse"),
+        ("objective.window", o["window"] >= 1, "must be >= 1"),
+        ("objective.window", o["window"] <= r["steps"], "must be <= rollout.steps"),
+        ("objective.clip_space", o["clip_space"] in (None, "log", "ratio"), "must be log, ratio or null"),
+        ("objective.logprob_reduction", o["logprob_reduction"] in ("mean", "sum"), "must be mean or sum"),
+        ("objective.detach_inputs", o["detach_inputs"] in ("first", "all"), "must be first or all"),
+        ("objective.dense_backward", o["dense_backward"] in ("sweep", "graph", "checkpoint"),
+         "must be sweep, graph or checkpoint"),
+        ("objective.clip_eps", o["clip_eps"] > 0, "must be > 0 (the paper: 1e-4)"),
+        ("objective.beta", o["beta"] >= 0, "must be >= 0"),
+        ("objective.micro_batch", o["micro_batch"] >= 0, "must be >= 0 (0 = all trajectories at once)"),
+        ("rollout.steps", r["steps"] >= 1, "must be >= 1"),
+        ("rollout.eta", r["eta"] > 0, "must be > 0: GRPO needs a stochastic (SDE) policy"),
+        ("rollout.group_size", r["group_size"] >= 1, "must be >= 1"),
+        ("rollout.cases_per_step", r["cases_per_step"] >= 1, "must be >= 1"),
+        ("advantages.mode", a["mode"] in ("group", "batch"), "must be group or batch"),
+        ("advantages.combine", a["combine"] in ("reward", "advantage"), "must be reward or advantage"),
+        ("advantages.clip_max", a["clip_max"] > 0, "must be > 0"),
+        ("advantages.min_group_std", a["min_group_std"] >= 0, "must be >= 0"),
+        ("rollout.group_size", not (a["mode"] == "group" and r["group_size"] < 2),
+         "is too small: advantages.mode=group needs rollout.group_size >= 2 (or use advantages.mode=batch)"),
+        ("model.kind", m["kind"] in ("shapeedit", "diffusers", "single_file"),
+         "must be shapeedit, diffusers or single_file"),
+        ("model.variant", m["variant"] in ("edit_plus", "edit"),
+         "must be edit_plus (Qwen-Image-Edit-2509/2511) or edit (the first Qwen-Image-Edit)"),
+        ("model.dtype", m["dtype"] in DTYPE_NAMES, f"must be one of {', '.join(DTYPE_NAMES)}"),
+        ("data.n_cases", d["n_cases"] >= 1, "must be >= 1"),
+        ("data.resolution", d["resolution"] >= 1, "must be >= 1 (pixels per side, e.g. 512)"),
+        ("lora.rank", lo["rank"] >= 1, "must be >= 1"),
+        ("lora.alpha", lo["alpha"] > 0, "must be > 0 (the paper: alpha = rank)"),
+        ("lora.targets", bool(lo["targets"]), "must name module suffixes such as [to_k, to_v, to_out.0]"),
+        ("focus.lr", config["focus"]["lr"] >= 0, "must be >= 0 (0 = optim.lr)"),
+        ("optim.lr", opt["lr"] > 0, "must be > 0 (the paper: 1e-5)"),
+        ("optim.betas", len(opt["betas"]) == 2 and all(_type_ok(b, (int, float)) and 0 <= b < 1 for b in opt["betas"]),
+         "must be two numbers in [0, 1), e.g. [0.9, 0.95]"),
+        ("optim.weight_decay", opt["weight_decay"] >= 0, "must be >= 0"),
+        ("optim.eps", opt["eps"] > 0, "must be > 0"),
+        ("optim.grad_clip", opt["grad_clip"] > 0, "must be > 0"),
+        ("optim.warmup_frac", 0 <= opt["warmup_frac"] <= 1, "must be in [0, 1]"),
+        ("train.steps", t["steps"] >= 1, "must be >= 1 (the optimizer steps to run), e.g. --set train.steps=100"),
+        ("train.num_threads", t["num_threads"] >= 0, "must be >= 0 (0 = leave torch's default)"),
+        ("train.max_minutes", t["max_minutes"] >= 0, "must be >= 0 (0 = no limit)"),
+        ("train.minibatches", t["minibatches"] >= 1, "must be >= 1"),
+        ("train.stop_after", t["stop_after"] >= 0, "must be >= 0 (0 = off)"),
+        ("checkpoint.every", ck["every"] >= 0, "must be >= 0 (0 = only at the end)"),
+        ("checkpoint.keep_last", ck["keep_last"] >= 1, "must be >= 1"),
+        ("log.every", lg["every"] >= 1, "must be >= 1"),
+        ("log.sample_every", lg["sample_every"] >= 0, "must be >= 0 (0 = off)"),
+        ("log.sample_cases", lg["sample_cases"] >= 1, "must be >= 1"),
     ]
-    real = config["model"]["kind"] != "shapeedit"
+    real = m["kind"] != "shapeedit"
     if real:
         checks += [
-            (bool(config["data"]["records"]),
-             f"model.kind={config['model']['kind']} trains on your images: set data.records to a JSONL file of "
+            ("data.records", bool(d["records"]),
+             f"is not set: model.kind={m['kind']} trains on your images: set data.records to a JSONL file of "
              '{"image", "instruction", "mask"?} lines (docs/training.md)'),
-            (not config["rewards"].get("shapeedit", {}).get("enabled", False),
-             "rewards.shapeedit scores ShapeEdit cases only: set rewards.shapeedit.enabled=false and enable "
-             "rewards.preservation and/or rewards.vlm_http"),
+            ("rewards.shapeedit.enabled", not config["rewards"].get("shapeedit", {}).get("enabled", False),
+             "must be false: rewards.shapeedit scores ShapeEdit cases only: set rewards.shapeedit.enabled=false and "
+             "enable rewards.preservation and/or rewards.vlm_judge (or rewards.vlm_http)"),
         ]
-    if config["model"]["family"] is None:
-        config["model"]["family"] = "qwen_image_edit" if real else "shapeedit"
-    for ok, message in checks:
+    for key, ok, problem in checks:
         if not ok:
-            raise ConfigError(message)
+            value = _lookup(config, key)
+            shown = f"{key}={value!r}" if not isinstance(value, (dict, type(None))) else key
+            raise ConfigError(f"{_origin(sources, key)}{shown} {problem}")
+    _check_output_dir(config["output_dir"], sources)
+    if m["family"] is None:
+        m["family"] = "qwen_image_edit" if real else "shapeedit"
+
+
+def _lookup(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _check_output_dir(output_dir: str, sources) -> None:
+    """The run writes into output_dir: it must be a folder, or a path whose nearest existing parent is one."""
+    path = Path(output_dir)
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = "is a file" if candidate == path else f"is under {candidate}, which is a file"
+                raise ConfigError(f"{_origin(sources, 'output_dir')}output_dir={output_dir} {what}; set output_dir "
+                                  f"to a folder (it is created if missing)")
+            return
 
 
 def clip_space(objective: dict) -> str:

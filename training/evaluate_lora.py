@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
+
+from . import cli
 
 
 def evaluate(lora=None, model=None, n=256, seed=777, steps=12, shift=1.0, batch_size=32, threads=0):
@@ -35,7 +36,11 @@ def evaluate(lora=None, model=None, n=256, seed=777, steps=12, shift=1.0, batch_
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return cli.run(lambda: _main(argv), argv)
+
+
+def _main(argv) -> int:
+    parser = cli.parser("python -m training.evaluate_lora", description=__doc__.splitlines()[0])
     parser.add_argument("--lora")
     parser.add_argument("--model", help="editor weights (default: the shipped file)")
     parser.add_argument("--n", type=int, default=256)

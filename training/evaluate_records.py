@@ -12,7 +12,6 @@ every reward dimension and of the weighted reward; writes ``results.json`` and a
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint as ckpt
+from . import cli
 from .advantages import weighted_reward
 from .config import ConfigError, apply_overrides, validate
 
@@ -67,17 +67,17 @@ def evaluate_records(run, records, out=None, overrides=()) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return cli.run(lambda: _main(argv), argv)
+
+
+def _main(argv) -> int:
+    parser = cli.parser("python -m training.evaluate_records", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="the training run's output_dir (its newest checkpoint is used)")
     parser.add_argument("--records", required=True, help="held-out JSONL records (training/image_records.py)")
     parser.add_argument("--out", help="where results.json and sheet.png go (default <run>/eval)")
     parser.add_argument("--set", action="append", default=[], metavar="a.b=value", help="override a config key")
     args = parser.parse_args(argv)
-    try:
-        result = evaluate_records(args.run, args.records, args.out, args.set)
-    except (ConfigError, ckpt.CheckpointError) as exc:
-        print(f"error: {exc}")
-        return 2
+    result = evaluate_records(args.run, args.records, args.out, args.set)
     print(f"{len(result['per_record'])} records, step {result['step']}")
     print(f"{'reward':<28} {'base':>8} {'trained':>8}")
     for key in result["means"]["base"]:

@@ -24,7 +24,7 @@ import torch
 from cogniedit.focus.weights_file import base_model_hash
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import cli, distributed
 from .advantages import compute_advantages
 from .config import ConfigError, config_json, load_config
 from .image_records import group_by_size, sheet_tile
@@ -60,7 +60,13 @@ def load_cases(data: dict):
         except RecordError as exc:
             raise ConfigError(str(exc)) from exc
     if data.get("cases"):
-        cases = read_jsonl(data["cases"])
+        if not Path(data["cases"]).is_file():
+            raise ConfigError(f"data.cases: {data['cases']} not found; point it at a JSONL file of ShapeEdit cases "
+                              f"or set data.cases=null to generate data.n_cases of them")
+        try:
+            cases = read_jsonl(data["cases"])
+        except ValueError as exc:  # names the file and line
+            raise ConfigError(f"data.cases: {exc}") from None
     else:
         cases = generate_cases(int(data["n_cases"]), seed=int(data["seed"]), kinds=data.get("kinds"))
     if not cases:
@@ -92,8 +98,11 @@ class Trainer:
         self.policy = self._build_policy()
         self.base_hash = base_model_hash(self.policy.transformer)  # of the base, before the LoRA goes in
         lora_cfg = config["lora"]
-        self.lora_layers = inject_lora(self.policy.transformer, int(lora_cfg["rank"]), float(lora_cfg["alpha"]),
-                                       lora_cfg["targets"], seed=derived_seed(seed, "lora-init"))
+        try:
+            self.lora_layers = inject_lora(self.policy.transformer, int(lora_cfg["rank"]), float(lora_cfg["alpha"]),
+                                           lora_cfg["targets"], seed=derived_seed(seed, "lora-init"))
+        except ValueError as exc:  # the targets name no layer of this model
+            raise ConfigError(f"lora.targets: {exc}") from None
         self.policy.transformer.to(self.device)
         if train["gradient_checkpointing"]:
             self.policy.transformer.enable_gradient_checkpointing()
@@ -379,6 +388,9 @@ class Trainer:
         if resume:
             path = self.resume(resume)
             log.info("resumed from %s at step %d", path, self.step)
+            if self.step >= int(cfg["train"]["steps"]):
+                log.warning("the checkpoint is at step %d and train.steps is %s: nothing to train; raise "
+                            "train.steps to continue", self.step, cfg["train"]["steps"])
         main_process = self.rank == 0
         metrics_log = MetricsLog(self.out, cfg["log"], enabled=main_process, truncate_after=self.step)
         total = int(cfg["train"]["steps"])
@@ -423,8 +435,8 @@ def render_source(case):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m training.grpo", description="Dense GRPO LoRA trainer (docs/training.md).",
+    parser = cli.parser(
+        "python -m training.grpo", description="Dense GRPO LoRA trainer (docs/training.md).",
         epilog="Any key can also be given as a dotted flag: --objective.window 5 or --objective.window=5.")
     parser.add_argument("--config", help="YAML config (training/configs/shapeedit_dense.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="a.b=value", help="override a config key")
@@ -454,13 +466,15 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
+    """The trainer command; a mistake in its input is one line on stderr (training.cli)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return cli.run(lambda: _main(argv), argv)
+
+
+def _main(argv) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        config = load_config(args.config, overrides)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
+    args, overrides = parse_args(argv)
+    config = load_config(args.config, overrides)
     if args.print_config:
         print(json.dumps(config, indent=2))
         return 0

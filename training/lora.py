@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cogniedit.safetensors_io import save_safetensors_atomic
@@ -26,6 +27,7 @@ FORMAT = "cogniedit.lora"
 FORMAT_VERSION = "1"
 # The paper's code adapts the image stream's K/V/out; to_q and the text stream (add_*) are opt-in.
 DEFAULT_TARGETS = ("to_k", "to_v", "to_out.0")
+MASTER_DTYPE = torch.float32  # trainable LoRA weights, their AdamW state and the saved file
 
 
 class LoRALinear(nn.Module):
@@ -40,19 +42,31 @@ class LoRALinear(nn.Module):
             p.requires_grad_(False)
         self.rank, self.alpha = int(rank), float(alpha)
         self.scale = self.alpha / self.rank
-        dev, dt = base.weight.device, base.weight.dtype
-        self.lora_A = nn.Linear(base.in_features, rank, bias=False, device=dev, dtype=dt)
-        self.lora_B = nn.Linear(rank, base.out_features, bias=False, device=dev, dtype=dt)
+        # float32 master weights whatever the base's dtype: an Adam step of ~lr is below half a bf16 ulp of most
+        # entries of A (std 1/rank), so bf16 LoRA weights would barely train (AdamW's state follows: float32 too).
+        dev = base.weight.device
+        self.lora_A = nn.Linear(base.in_features, rank, bias=False, device=dev, dtype=MASTER_DTYPE)
+        self.lora_B = nn.Linear(rank, base.out_features, bias=False, device=dev, dtype=MASTER_DTYPE)
         # Gaussian A (std 1/rank as PEFT's "gaussian" init), zero B: the adapted model starts equal to the base.
         nn.init.normal_(self.lora_A.weight, std=init_std if init_std is not None else 1.0 / rank)
         nn.init.zeros_(self.lora_B.weight)
         self.enabled = True
 
+    def _apply(self, fn, *args, **kwargs):
+        """``model.to(bfloat16)`` (or ``.half()``) after injection casts the base only: the LoRA stays float32."""
+        super()._apply(fn, *args, **kwargs)
+        for linear in (self.lora_A, self.lora_B):
+            if linear.weight.dtype != MASTER_DTYPE and linear.weight.is_floating_point():
+                linear.weight.data = linear.weight.data.to(MASTER_DTYPE)
+        return self
+
     def forward(self, x):
         out = self.base(x)
         if not self.enabled:
             return out
-        return out + self.lora_B(self.lora_A(x.to(self.lora_A.weight.dtype))).to(out.dtype) * self.scale
+        # computed in the activations' dtype (the weights are cast, cheap at rank r; under autocast, autocast's)
+        a, b = self.lora_A.weight.to(x.dtype), self.lora_B.weight.to(x.dtype)
+        return out + F.linear(F.linear(x, a), b).to(out.dtype) * self.scale
 
 
 def _matches(name: str, targets: Iterable[str]) -> bool:
@@ -160,11 +174,21 @@ def save_lora_file(path, model: nn.Module, metadata: dict | None = None, tensors
     return save_safetensors_atomic(path, lora_state_dict(model) if tensors is None else tensors, meta)
 
 
-def read_lora_file(path) -> tuple[dict, dict]:
-    from safetensors import safe_open
+class LoRAFileError(ValueError):
+    """A LoRA file that is missing or not a safetensors file; the message names the file and the fix."""
 
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+
+def read_lora_file(path) -> tuple[dict, dict]:
+    from safetensors import SafetensorError, safe_open
+
+    if not Path(path).is_file():
+        raise LoRAFileError(f"LoRA file {path} not found; pass the lora.safetensors a training run wrote")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except SafetensorError as exc:
+        raise LoRAFileError(f"{path} is not a readable safetensors LoRA ({exc}); the file is damaged or of "
+                            f"another kind: pass a lora.safetensors a training run wrote") from None
 
 
 def merged_weight_delta(layer: LoRALinear) -> torch.Tensor:
@@ -173,5 +197,5 @@ def merged_weight_delta(layer: LoRALinear) -> torch.Tensor:
 
 
 __all__ = ["LoRALinear", "inject_lora", "lora_layers", "lora_parameters", "lora_disabled", "lora_state_dict",
-           "load_lora_state_dict", "save_lora_file", "read_lora_file", "merged_weight_delta", "DEFAULT_TARGETS",
+           "load_lora_state_dict", "save_lora_file", "read_lora_file", "LoRAFileError", "merged_weight_delta", "DEFAULT_TARGETS",
            "KEY_PREFIX", "FORMAT"]

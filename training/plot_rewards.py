@@ -10,13 +10,14 @@ comparison holds equal.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
 from cogniedit.atomic_io import atomic_save
+
+from . import cli
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -73,7 +74,11 @@ def plot(runs: list[Path], labels: list[str], out: Path, window: int = 25, title
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return cli.run(lambda: _main(argv), argv)
+
+
+def _main(argv) -> int:
+    parser = cli.parser("python -m training.plot_rewards", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="output_dir of each run")
     parser.add_argument("--labels", nargs="*", help="one label per run (default: folder names)")
     parser.add_argument("--out", type=Path, default=Path("reward_curves.png"))

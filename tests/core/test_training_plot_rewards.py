@@ -34,6 +34,6 @@ def test_curves_use_summed_step_time_and_png_is_written(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_folder_without_metrics_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="metrics.jsonl not found: pass the output_dir"):
-        main([str(tmp_path), "--out", str(tmp_path / "x.png")])
+def test_a_folder_without_metrics_is_named(tmp_path, capsys):
+    assert main([str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert "metrics.jsonl not found: pass the output_dir" in capsys.readouterr().err

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from ..config import ConfigError
 from .base import Reward, source_image
 from .preservation import PreservationReward
 from .shapeedit import ShapeEditReward
 from .vlm_http import RewardServerError, VLMHTTPReward
+from .vlm_judge import VLMJudgeReward
 
-PLUGINS = ("shapeedit", "preservation", "vlm_http")
+PLUGINS = ("shapeedit", "preservation", "vlm_http", "vlm_judge")
 
 
 def build_rewards(config: dict) -> tuple[list, dict]:
@@ -26,15 +28,18 @@ def build_rewards(config: dict) -> tuple[list, dict]:
             dims = tuple(section.get("dimensions") or section.get("weights", {}).keys())
             plugin = VLMHTTPReward(section["url"], dims, section.get("timeout_s", 60.0), section.get("retries", 3),
                                    section.get("backoff_s", 1.0))
+        elif name == "vlm_judge":
+            dims = tuple(section.get("dimensions") or section.get("weights", {}).keys())
+            plugin = VLMJudgeReward.from_config(section, dims)
         else:
-            raise ValueError(f"unknown reward plugin rewards.{name}; known: {', '.join(PLUGINS)}")
+            raise ConfigError(f"unknown reward plugin rewards.{name}; known: {', '.join(PLUGINS)}")
         for dim, w in (section.get("weights") or {}).items():
             if dim not in plugin.dimensions:
-                raise ValueError(f"rewards.{name}.weights.{dim}: {name} has dimensions {list(plugin.dimensions)}")
+                raise ConfigError(f"rewards.{name}.weights.{dim}: {name} has dimensions {list(plugin.dimensions)}")
             weights[f"{name}.{dim}"] = float(w)
         plugins.append(plugin)
     if not plugins:
-        raise ValueError("no reward plugin is enabled; set rewards.shapeedit.enabled=true (or another plugin)")
+        raise ConfigError("no reward plugin is enabled; set rewards.shapeedit.enabled=true (or another plugin)")
     return plugins, weights
 
 
@@ -46,5 +51,6 @@ def score_all(plugins, edited_images, cases) -> dict[str, torch.Tensor]:
     return out
 
 
-__all__ = ["Reward", "ShapeEditReward", "PreservationReward", "VLMHTTPReward", "RewardServerError", "build_rewards",
+__all__ = ["Reward", "ShapeEditReward", "PreservationReward", "VLMHTTPReward", "VLMJudgeReward", "RewardServerError",
+           "build_rewards",
            "score_all", "source_image", "PLUGINS"]

@@ -1,4 +1,5 @@
-"""A VLM judge behind an HTTP JSON contract (stdlib urllib; retries with back-off, per-request timeout).
+"""A VLM judge behind an HTTP JSON contract, and the HTTP machinery every judge plugin shares (stdlib only):
+``post_with_deadline`` (one request under a wall-clock limit) and ``post_json`` (retries with bounded back-off).
 
 Request (POST, ``Content-Type: application/json``)::
 
@@ -14,12 +15,14 @@ dimension's mean over the batch (the authors' fallback) and is logged; missing e
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import logging
+import socket
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 
 import numpy as np
 import torch
@@ -28,9 +31,16 @@ from .base import check_batch, source_image
 
 log = logging.getLogger(__name__)
 
+RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}  # worth another try; other HTTP errors are the request's fault
+MAX_REPLY_BYTES = 8 * 1024 * 1024
+
 
 class RewardServerError(RuntimeError):
-    """The reward server did not answer usefully after all retries."""
+    """The reward server did not answer usefully; the message names the fix."""
+
+
+class RewardServerUnreachable(RewardServerError):
+    """No usable answer after every retry (down, too slow, or failing): a judge may skip the item."""
 
 
 def png_base64(img: np.ndarray) -> str:
@@ -47,6 +57,92 @@ def decode_png_base64(text: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))).convert("RGB"))
 
 
+def with_batch_mean(values) -> torch.Tensor | None:
+    """float64 scores where a missing one (None) takes the mean of the others (the authors' fallback); None when
+    every one is missing."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    fill = float(np.mean(present))
+    return torch.tensor([fill if v is None else float(v) for v in values], dtype=torch.float64)
+
+
+def post_with_deadline(url: str, body: bytes, headers: dict, deadline_s: float,
+                       max_bytes: int = MAX_REPLY_BYTES) -> tuple[int, bytes]:
+    """POST ``body``; ``(status, reply bytes)``. ``deadline_s`` bounds the whole request (connect, send, headers,
+    body): a server that trickles bytes or never answers is given up on then (TimeoutError). Socket timeouts alone
+    would not do it: they bound each read, and a trickle resets them. The request runs in a daemon thread the
+    caller stops waiting for at the deadline; its socket is shut down then, which ends it."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RewardServerError(f"{url!r} is not an http:// or https:// URL; set the reward plugin's url")
+    connection = (http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection)(
+        parts.hostname, parts.port, timeout=deadline_s)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    expired, done, result = threading.Event(), threading.Event(), {}
+
+    def exchange():
+        try:
+            connection.request("POST", target, body=body, headers=headers)
+            response = connection.getresponse()
+            chunks, size = [], 0
+            while not expired.is_set() and (chunk := response.read1(65536)):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise RewardServerError(f"{url}: reply larger than {max_bytes} bytes; not a judge's answer")
+                chunks.append(chunk)
+            result["reply"] = response.status, b"".join(chunks)
+        except BaseException as exc:  # handed to the caller
+            result["error"] = exc
+        finally:
+            connection.close()
+            done.set()
+
+    threading.Thread(target=exchange, daemon=True, name="reward-http").start()
+    if not done.wait(deadline_s) or expired.is_set():
+        expired.set()
+        if connection.sock is not None:
+            try:
+                connection.sock.shutdown(socket.SHUT_RDWR)  # a read blocked on a silent server returns at once
+            except OSError:
+                pass
+        raise TimeoutError(f"no complete answer within {deadline_s:g} s")
+    if "error" in result:
+        raise result["error"]
+    return result["reply"]
+
+
+def post_json(url: str, payload: dict, timeout_s: float, retries: int, backoff_s: float, fix: str,
+              headers: dict | None = None, max_backoff_s: float = 30.0, sleep=time.sleep) -> dict:
+    """The JSON reply to ``payload``. Connection errors, deadlines, HTTP 408/429/5xx and non-JSON replies are
+    retried ``retries`` times with exponential back-off from ``backoff_s`` (at most ``max_backoff_s`` between
+    tries), then ``RewardServerUnreachable``; other HTTP errors raise ``RewardServerError`` at once. ``fix`` ends
+    the messages (what the user should do); ``headers`` never appear in them."""
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
+    last = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            sleep(min(backoff_s * 2 ** (attempt - 1), max_backoff_s))
+        try:
+            status, data = post_with_deadline(url, body, headers, timeout_s)
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+            last = str(exc) or type(exc).__name__
+            continue
+        if status in RETRY_STATUSES:
+            last = f"HTTP {status}"
+            continue
+        if status >= 400:
+            hint = {401: " (check the API key)", 403: " (check the API key)", 404: " (check the url and model)"}
+            detail = " ".join(data[:300].decode("utf-8", "replace").split())
+            raise RewardServerError(f"reward server {url}: HTTP {status}{hint.get(status, '')}: {detail}; {fix}")
+        try:
+            return json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            last = f"not JSON: {data[:80]!r}"
+    raise RewardServerUnreachable(f"reward server {url} failed after {retries + 1} attempts ({last}); {fix}")
+
+
 class VLMHTTPReward:
     name = "vlm_http"
 
@@ -57,7 +153,7 @@ class VLMHTTPReward:
         self.timeout_s, self.retries, self.backoff_s = float(timeout_s), int(retries), float(backoff_s)
         self.send_case = send_case
 
-    def _payload(self, images, cases) -> bytes:
+    def _payload(self, images, cases) -> dict:
         items = []
         for i, (img, case) in enumerate(zip(images, cases)):
             item = {"id": f"{getattr(case, 'case_id', i)}#{i}", "instruction": case.instruction,
@@ -65,21 +161,11 @@ class VLMHTTPReward:
             if self.send_case and hasattr(case, "to_dict"):
                 item["case"] = case.to_dict()
             items.append(item)
-        return json.dumps({"dimensions": list(self.dimensions), "items": items}).encode()
+        return {"dimensions": list(self.dimensions), "items": items}
 
-    def _post(self, body: bytes) -> dict:
-        last = None
-        for attempt in range(self.retries + 1):
-            try:
-                request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    return json.loads(response.read().decode())
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError, OSError) as exc:
-                last = exc
-                if attempt < self.retries:
-                    time.sleep(self.backoff_s * (2**attempt))
-        raise RewardServerError(f"reward server {self.url} failed after {self.retries + 1} attempts ({last}); "
-                                f"start it or set rewards.vlm_http.enabled=false")
+    def _post(self, body: dict) -> dict:
+        return post_json(self.url, body, self.timeout_s, self.retries, self.backoff_s,
+                         "start it or set rewards.vlm_http.enabled=false")
 
     def __call__(self, edited_images, cases):
         images = check_batch(edited_images, cases)
@@ -91,13 +177,11 @@ class VLMHTTPReward:
         out = {}
         for dim in self.dimensions:
             values = [s.get(dim) if isinstance(s, dict) else None for s in scores]
-            present = [float(v) for v in values if isinstance(v, (int, float))]
-            if not present:
+            values = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None for v in values]
+            out[dim] = with_batch_mean(values)
+            if out[dim] is None:
                 raise RewardServerError(f"reward server {self.url} returned no {dim!r} score for any item")
-            if len(present) < len(values):
-                log.warning("vlm_http: %d of %d items lack %r; using the batch mean", len(values) - len(present),
+            if None in values:
+                log.warning("vlm_http: %d of %d items lack %r; using the batch mean", values.count(None),
                             len(values), dim)
-            fill = float(np.mean(present))
-            out[dim] = torch.tensor([float(v) if isinstance(v, (int, float)) else fill for v in values],
-                                    dtype=torch.float64)
         return out
