@@ -1,5 +1,5 @@
 """A VLM judge behind an HTTP JSON contract, and the HTTP machinery every judge plugin shares (stdlib only):
-``post_with_deadline`` (one request under a wall-clock limit) and ``post_json`` (retries with bounded back-off).
+``post_with_deadline`` (one request under a wall-clock limit, through the pack's deadline transport) and ``post_json`` (retries with bounded back-off).
 
 Request (POST, ``Content-Type: application/json``)::
 
@@ -19,13 +19,13 @@ import http.client
 import io
 import json
 import logging
-import socket
-import threading
 import time
 import urllib.parse
 
 import numpy as np
 import torch
+
+from cogniedit.decompose.backends import http_transport
 
 from .base import check_batch, source_image
 
@@ -70,46 +70,18 @@ def with_batch_mean(values) -> torch.Tensor | None:
 def post_with_deadline(url: str, body: bytes, headers: dict, deadline_s: float,
                        max_bytes: int = MAX_REPLY_BYTES) -> tuple[int, bytes]:
     """POST ``body``; ``(status, reply bytes)``. ``deadline_s`` bounds the whole request (connect, send, headers,
-    body): a server that trickles bytes or never answers is given up on then (TimeoutError). Socket timeouts alone
-    would not do it: they bound each read, and a trickle resets them. The request runs in a daemon thread the
-    caller stops waiting for at the deadline; its socket is shut down then, which ends it."""
+    body): a server that trickles bytes or never answers is given up on then (TimeoutError). The pack's one
+    deadline transport does the exchange (redirects are not followed)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RewardServerError(f"{url!r} is not an http:// or https:// URL; set the reward plugin's url")
-    connection = (http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection)(
-        parts.hostname, parts.port, timeout=deadline_s)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    expired, done, result = threading.Event(), threading.Event(), {}
-
-    def exchange():
-        try:
-            connection.request("POST", target, body=body, headers=headers)
-            response = connection.getresponse()
-            chunks, size = [], 0
-            while not expired.is_set() and (chunk := response.read1(65536)):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise RewardServerError(f"{url}: reply larger than {max_bytes} bytes; not a judge's answer")
-                chunks.append(chunk)
-            result["reply"] = response.status, b"".join(chunks)
-        except BaseException as exc:  # handed to the caller
-            result["error"] = exc
-        finally:
-            connection.close()
-            done.set()
-
-    threading.Thread(target=exchange, daemon=True, name="reward-http").start()
-    if not done.wait(deadline_s) or expired.is_set():
-        expired.set()
-        if connection.sock is not None:
-            try:
-                connection.sock.shutdown(socket.SHUT_RDWR)  # a read blocked on a silent server returns at once
-            except OSError:
-                pass
-        raise TimeoutError(f"no complete answer within {deadline_s:g} s")
-    if "error" in result:
-        raise result["error"]
-    return result["reply"]
+    try:
+        status, reply, _ = http_transport.post(url, body, headers, time.monotonic() + deadline_s, max_bytes=max_bytes)
+    except TimeoutError:  # the deadline, or the socket timing out at it
+        raise TimeoutError(f"no complete answer within {deadline_s:g} s") from None
+    if len(reply) > max_bytes:
+        raise RewardServerError(f"{url}: reply larger than {max_bytes} bytes; not a judge's answer")
+    return status, reply
 
 
 def post_json(url: str, payload: dict, timeout_s: float, retries: int, backoff_s: float, fix: str,
