@@ -1,5 +1,6 @@
 """A VLM judge behind an HTTP JSON contract, and the HTTP machinery every judge plugin shares (stdlib only):
-``post_with_deadline`` (one request under a wall-clock limit, through the pack's deadline transport) and ``post_json`` (retries with bounded back-off).
+``post_with_deadline`` (one request under a wall-clock limit, through the pack's deadline transport) and
+``post_json`` (retries with bounded back-off).
 
 Request (POST, ``Content-Type: application/json``)::
 
