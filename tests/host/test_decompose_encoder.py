@@ -8,14 +8,16 @@ import pytest
 
 from comfy_inprocess import bootstrap, pack_module, random_image
 
+from cogniedit.decompose import ComfyTextEncoderBackend, DecomposeSettings, decompose
 from cogniedit.decompose.prompt import build_messages, render_qwen_chat
-from tests.fixtures.tiny_text_encoders import fit_to_answer, meta_clip, tiny_klein_clip
+from tests.fixtures.tiny_text_encoders import fit_to_answer, meta_clip, tiny_klein_clip, tiny_qwen3_vl_clip
 
 pytestmark = pytest.mark.host
 
 INSTRUCTION = "make the left cup red"
 ANSWER = ("<info>two white cups on a table</info><think>the left cup is the one to change</think>"
           "<answer>Make the white cup on the left red.</answer><object>one red cup on the left</object>")
+PROMPT = render_qwen_chat(build_messages(INSTRUCTION, with_image=False)) + "<think>\n\n</think>\n\n"  # Qwen3: no thinking
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,7 @@ def klein_4b(node, generation):
     clip = tiny_klein_clip("qwen3_4b")
     ability = generation.encoder_generation(clip)
     assert ability.can_generate and ability.thinks and not ability.sees_images, ability
-    prompt = render_qwen_chat(build_messages(INSTRUCTION, with_image=False)) + generation.QWEN3_NO_THINKING
-    fit_to_answer(clip, prompt, ANSWER)
+    fit_to_answer(clip, PROMPT, ANSWER)
     return clip
 
 
@@ -96,12 +97,15 @@ def _sd1():
     return sd1_clip.SD1ClipModel, sd1_clip.SD1Tokenizer
 
 
-def test_qwen3_vl_can_generate_and_sees_the_image(node, generation):
-    import comfy.text_encoders.qwen3vl as qwen3vl
-
-    ability = generation.encoder_generation(meta_clip(qwen3vl.te(model_type="qwen3vl_4b"),
-                                                      qwen3vl.tokenizer(model_type="qwen3vl_4b")))
+def test_qwen3_vl_generates_and_its_answer_is_parsed(node, generation):
+    clip = tiny_qwen3_vl_clip()  # its vision tower is on the meta device: a text-only prompt (no image)
+    ability = generation.encoder_generation(clip)
     assert ability.can_generate and ability.sees_images and ability.thinks and ability.model == "Qwen3VL_"
+    fit_to_answer(clip, PROMPT, ANSWER)
+    backend = ComfyTextEncoderBackend(generation.clip_generate_fn(clip, ability), "tiny-qwen3-vl")
+    result = decompose(None, INSTRUCTION, backend, DecomposeSettings(max_new_tokens=96))
+    assert result.raw == ANSWER and result.source == "mllm"
+    assert result.enriched_instruction == "Make the white cup on the left red."
 
 
 def test_qwen_image_encoder_is_refused_up_front_with_the_backends_that_work(node):
