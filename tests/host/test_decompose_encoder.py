@@ -77,12 +77,26 @@ def _qwen_image_clip():
 
 @pytest.mark.parametrize("build, model, reason", [
     (_qwen_image_clip, "Qwen25_7BVLI", "config names no stop tokens, and it has no lm_head"),
+    (lambda: meta_clip(*_longcat()), "Qwen25_7BVLI", "config names no stop tokens"),
     (lambda: meta_clip(*_flux1()), "FluxClipModel_", "holds no single language model"),
     (lambda: meta_clip(*_sd1()), "CLIPTextModel", "class implements no text generation"),
 ])
 def test_encoders_that_cannot_generate_are_named_with_the_reason(node, generation, build, model, reason):
     ability = generation.encoder_generation(build())
     assert not ability.can_generate and ability.model == model and reason in ability.reason
+
+
+def test_mage_flow_encoder_can_generate_and_sees_the_image(node, generation):
+    import comfy.text_encoders.mage_flow as mage_flow
+
+    ability = generation.encoder_generation(meta_clip(mage_flow.te(), mage_flow.MageFlowTokenizer))
+    assert ability.can_generate and ability.sees_images and ability.model == "Qwen3VL_"
+
+
+def _longcat():
+    import comfy.text_encoders.longcat_image as longcat
+
+    return longcat.te(), longcat.LongCatImageTokenizer
 
 
 def _flux1():
