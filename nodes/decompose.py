@@ -23,10 +23,12 @@ from ..cogniedit.decompose.backends import ComfyTextEncoderBackend, OpenAIHTTPBa
 from ..cogniedit.decompose.model_folders import resolve_model_folder
 from ..cogniedit.decompose.report import report_text
 from ..cogniedit.decompose.user_config import config_path, load_user_config
+from .encoder_generation import clip_generate_fn, encoder_generation
 from .types import Directives
 
 BACKEND_CHOICES = ["rules", "text_encoder", "openai_http", "transformers_vlm"]
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000/v1"
+REFUSED_VIA = "nothing: the connected text encoder cannot generate text (see the warning)"
 LLM_FOLDER = "LLM"  # models/LLM, as other VLM packs use it; extra_model_paths.yaml can add more under "LLM:"
 _CACHE = DecompositionCache(max_entries=128)  # one per ComfyUI process: same inputs, no second model call
 _LOADED: OrderedDict = OrderedDict()         # keeps the last two model backends (a transformers model loads once)
@@ -57,26 +59,6 @@ def llm_model_roots(config) -> list[str]:
 
     folder_paths.add_model_folder_path(LLM_FOLDER, os.path.join(folder_paths.models_dir, LLM_FOLDER))  # idempotent
     return folder_paths.get_folder_paths(LLM_FOLDER) + [str(folder) for folder in config.model_folders]
-
-
-def clip_generate_fn(clip):
-    """A cogniedit generate function running ComfyUI's own text generation on a loaded CLIP/text encoder.
-
-    The prompt starts with <|im_start|>, so ComfyUI's Qwen tokenizers keep it as is and attach the image to
-    its <|image_pad|> token. Only text encoders that implement generation can answer (e.g. Qwen3-VL); the
-    Qwen-Image Qwen2.5-VL encoder of ComfyUI 0.33 cannot, and the node then falls back to the rules."""
-
-    def generate(request):
-        images = [] if request.image is None else [torch.from_numpy(request.image)[None].float() / 255.0]
-        tokens = clip.tokenize(request.prompt, images=images)
-        s = request.settings
-        sampling = s.temperature > 0
-        ids = clip.generate(tokens, do_sample=sampling, max_length=s.max_new_tokens,
-                            temperature=s.temperature if sampling else 1.0, top_k=0, top_p=s.top_p,
-                            seed=s.seed if sampling else None)
-        return clip.decode(ids)
-
-    return generate
 
 
 def _server_backend(server_url: str, model: str, api_key_env: str, profile_name: str, notes: list[str]):
@@ -116,13 +98,29 @@ def _folder_backend(model: str):
     return _LOADED[key]
 
 
+def _text_encoder_backend(clip, strict: bool, notes: list[str]):
+    """The connected encoder as a backend; None when it cannot generate, said up front in `notes` (strict:
+    an error) instead of a failed generation on every run."""
+    if clip is None:
+        raise ValueError("backend 'text_encoder' needs a CLIP input: connect a text encoder that can generate text")
+    generation = encoder_generation(clip)
+    if not generation.can_generate:
+        if strict:
+            raise ValueError(generation.refusal())
+        notes.append(generation.refusal())
+        return None
+    if not generation.sees_images:
+        notes.append(f"the text encoder ({generation.model}) has no vision: it decomposed the instruction without "
+                     "seeing the image")
+    encoder = getattr(clip, "cond_stage_model", clip)  # identifies the loaded model for the cache
+    return ComfyTextEncoderBackend(clip_generate_fn(clip, generation), model_id=f"clip-{id(encoder)}",
+                                   sees_images=generation.sees_images)
+
+
 def _model_backend(kind: str, clip, server_url: str, model: str, api_key_env: str, profile_name: str,
-                   notes: list[str]):
+                   notes: list[str], strict: bool = False):
     if kind == "text_encoder":
-        if clip is None:
-            raise ValueError("backend 'text_encoder' needs a CLIP input: connect a text encoder that can generate text")
-        encoder = getattr(clip, "cond_stage_model", clip)  # identifies the loaded model for the cache
-        return ComfyTextEncoderBackend(clip_generate_fn(clip), model_id=f"clip-{id(encoder)}")
+        return _text_encoder_backend(clip, strict, notes)
     if kind == "openai_http":
         return _server_backend(server_url.strip(), model.strip(), api_key_env.strip(), profile_name.strip(), notes)
     if not model.strip():
@@ -204,7 +202,9 @@ class InstructionDecompose(io.ComfyNode):
                                      timeout_s=timeout_s, strict=strict)
         notes: list[str] = []
         chosen = "rules" if backend == "rules" else _model_backend(backend, clip, server_url, model, api_key_env,
-                                                                    server_profile, notes)
+                                                                    server_profile, notes, strict)
+        refused = chosen is None  # the connected text encoder cannot generate: the rules, said in the report
+        chosen = "rules" if refused else chosen
         bar = comfy.utils.ProgressBar(3)
         try:
             result = decompose(image_to_uint8(image), instruction, chosen, settings, cache=_CACHE,
@@ -215,7 +215,9 @@ class InstructionDecompose(io.ComfyNode):
         if image.shape[0] > 1:
             notes.append(f"the IMAGE batch holds {image.shape[0]} images; the first was used")
         result.warnings = notes + result.warnings
-        report = report_text(result, via=_asked(chosen))
+        if refused:
+            result.source = "fallback"  # a model was chosen but could not be asked
+        report = report_text(result, via=REFUSED_VIA if refused else _asked(chosen))
         return io.NodeOutput(result.to_dict(), result.enriched_instruction, report, ui=ui.PreviewText(report))
 
 

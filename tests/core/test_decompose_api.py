@@ -45,6 +45,16 @@ def test_host_callable_gets_qwen_chat_text_and_the_image(image):
     assert np.array_equal(request.image, image)
 
 
+def test_a_text_only_host_gets_the_prompt_without_the_image(image):
+    host = HostGenerate()
+    backend = ComfyTextEncoderBackend(host, "qwen3-4b", sees_images=False)
+    assert decompose(image, "make the left cup red", backend).source == "mllm"
+    request = host.requests[0]
+    assert request.image is None and "<|image_pad|>" not in request.prompt and "vision" not in request.prompt
+    assert "<|im_start|>user\nEditing instruction: make the left cup red<|im_end|>" in request.prompt
+    assert backend.identity() != ComfyTextEncoderBackend(host, "qwen3-4b").identity()
+
+
 def test_host_failures_fall_back_and_strict_raises(image):
     backend = ComfyTextEncoderBackend(HostGenerate(RuntimeError("CUDA out of memory")))
     result = decompose(image, "add two birds", backend)
