@@ -22,6 +22,8 @@ DEFAULTS: dict = {
         "path": None,                  # shapeedit: weights file (None = shipped); diffusers: folder; single_file: .safetensors
         "variant": "edit_plus",        # real models: edit_plus (Qwen-Image-Edit-2509/2511) | edit (the first Qwen-Image-Edit)
         "components": None,            # single_file: a Qwen-Image-Edit diffusers folder (vae/, text_encoder/, processor/)
+        "vae": None,                   # real models: ComfyUI's VAE file (models/vae/qwen_image_vae.safetensors) or a folder; None = components' vae/
+        "text_encoder": None,          # real models: ComfyUI's Qwen2.5-VL file (models/text_encoders/qwen_2.5_vl_7b[_fp8_scaled].safetensors) or a folder
         "family": None,                # recorded in the LoRA metadata; None = shapeedit / qwen_image_edit by model.kind
         "dtype": "float32",            # weights dtype: float32 | bfloat16 | float16
         "device": "cpu",

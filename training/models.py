@@ -69,7 +69,9 @@ def load_single_file(path, overrides: dict | None = None, dtype: torch.dtype = t
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model file {path} not found; set model.path to the .safetensors diffusion model")
-    state = strip_prefixes(load_file(str(path)))
+    from .comfy_files import dequantize
+
+    state = dequantize(strip_prefixes(load_file(str(path))), torch.float32, path)  # fp8 files: widened / scaled
     config = infer_qwen_image_config(state, overrides)
     state = {k: v for k, v in state.items() if not k.endswith(TIMESTEP_ZERO_MARKER)}
     model = QwenImageTransformer2DModel(**config)
