@@ -97,6 +97,7 @@ DEFAULTS: dict = {
     "train": {
         "steps": 100,
         "gradient_checkpointing": False,
+        "memory": "none",              # frozen DiT: none (model.dtype) | bf16 | fp8 (e4m3 weights, bf16 compute) | offload (blocks on CPU) | auto (by free GPU memory)
         "bf16": False,                 # autocast the transformer forward to bfloat16
         "num_threads": 0,              # torch.set_num_threads (0 = leave as is)
         "max_minutes": 0.0,            # stop (with a checkpoint) after this wall time; 0 = no limit
@@ -212,6 +213,10 @@ def validate(config: dict) -> None:
          "advantages.mode=group needs rollout.group_size >= 2 (or use advantages.mode=batch)"),
         (config["model"]["kind"] in ("shapeedit", "diffusers", "single_file"),
          "model.kind must be shapeedit, diffusers or single_file"),
+        (config["train"]["memory"] in ("none", "auto", "bf16", "fp8", "offload"),
+         "train.memory must be none, auto, bf16, fp8 or offload"),
+        (not (config["train"]["memory"] == "offload" and config["train"]["fsdp"]),
+         "train.memory=offload keeps one copy of the blocks on the CPU; it does not combine with train.fsdp"),
         (config["model"]["variant"] in ("edit_plus", "edit"),
          "model.variant must be edit_plus (Qwen-Image-Edit-2509/2511) or edit (the first Qwen-Image-Edit)"),
     ]

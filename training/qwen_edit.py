@@ -193,6 +193,7 @@ class QwenEditPolicy(CachedConditioningPolicy):
         tokens = latents.detach().to(self.vae.device, self.vae.dtype)
         latent = rearrange(tokens, "b (h w) (c ph pw) -> b c 1 (h ph) (w pw)", h=cond.grid[0], ph=2, pw=2)
         mean, std = self._latent_stats(latent.device, latent.dtype)
-        pixels = self.vae.decode(latent * std + mean, return_dict=False)[0][:, :, 0]
+        latent = latent * std + mean  # one image at a time: a 1024-px decode takes GBs of activations per image
+        pixels = torch.cat([self.vae.decode(z[None], return_dict=False)[0][:, :, 0] for z in latent])
         pixels = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return pixels.permute(0, 2, 3, 1).cpu().numpy()
