@@ -119,7 +119,7 @@ def apply_memory_mode(policy, config: dict, device) -> MemoryPlan:
     transformer goes to the device); bf16 compute for every mode but ``none``. Prints the plan."""
     mode = config["train"].get("memory", "none")
     transformer = policy.transformer
-    reason = "as configured (model.dtype weights)"
+    reason = "as configured" if mode != "none" else "as configured: model.dtype weights"
     if mode == "auto":
         trainable = sum(p.numel() for p in transformer.parameters() if p.requires_grad)
         mode, reason = choose_mode(DitShape.of(transformer), trainable, config, torch.device(device))

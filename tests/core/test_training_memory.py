@@ -142,3 +142,40 @@ def test_runs_in_each_mode_train(tmp_path, memory, capsys):
     assert any(v.abs().sum() > 0 for k, v in lora.items() if k.endswith("lora_B.weight"))
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
+
+
+# ------------------------------------------------------------------------------------------------ GPU bench
+@pytest.fixture(scope="module")
+def gpu_bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_trainer_scale", REPO / "bench" / "gpu_trainer_scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_bench_skips_without_cuda_and_builds_the_full_size_dit(gpu_bench, monkeypatch, capsys):
+    """Without CUDA it says so and exits 0; its block-by-block builder gives diffusers' 60-block Qwen-Image-Edit DiT
+    (same parameter names and shapes; built on the meta device here)."""
+    from diffusers import QwenImageTransformer2DModel
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_bench.main([]) == 0
+    assert capsys.readouterr().out.startswith("skipped: no CUDA device")
+    built = gpu_bench.build_dit(gpu_bench.FULL, torch.device("meta"))
+    with torch.device("meta"):
+        want = QwenImageTransformer2DModel(**gpu_bench.FULL)
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in want.state_dict().items()}
+    assert sum(p.numel() for p in built.parameters()) == qwen_image_edit_shape().params > 20e9
+    assert {p.dtype for p in built.parameters()} == {torch.bfloat16}
+
+
+def test_gpu_bench_reports_every_mode_against_bf16_at_tiny_size(gpu_bench, capsys):
+    assert gpu_bench.main(["--tiny"]) == 0
+    out = capsys.readouterr().out
+    rows = {tuple(line.split()[:2]): line.split() for line in out.splitlines()
+            if line.split()[:1] in (["bf16"], ["fp8"], ["offload"]) and len(line.split()) == 6}
+    assert set(rows) == {(m, p) for m in ("bf16", "fp8", "offload") for p in ("rollout", "dense", "sparse")}
+    assert all(float(rows[("bf16", p)][4]) == 1.0 for p in ("rollout", "dense", "sparse"))
+    assert all(float(rows[(m, "dense")][5]) > 0 for m in ("fp8", "offload"))  # memory ratio against bf16
