@@ -116,7 +116,7 @@ class MemoryPlan:
 
 def apply_memory_mode(policy, config: dict, device) -> MemoryPlan:
     """Set the frozen DiT of ``policy`` up for ``train.memory`` (after the LoRA is injected, before the
-    transformer goes to the device); bf16 compute for every mode but ``none``. Prints the plan."""
+    transformer goes to the device); bf16 compute for every mode but ``none``. Prints the plan (but for ``none``)."""
     mode = config["train"].get("memory", "none")
     transformer = policy.transformer
     reason = "as configured" if mode != "none" else "as configured: model.dtype weights"
@@ -133,7 +133,8 @@ def apply_memory_mode(policy, config: dict, device) -> MemoryPlan:
         plan.offload = BlockOffload(transformer, transformer.transformer_blocks, device)
     message = f"train.memory={config['train'].get('memory', 'none')}: {mode} ({reason})"
     log.info(message)
-    print(message, flush=True)
+    if config["train"].get("memory", "none") != "none":
+        print(message, flush=True)  # what auto chose, or what was asked, on the console too
     return plan
 
 
