@@ -101,6 +101,24 @@ def test_policy_on_comfyui_files_equals_the_diffusers_components(records, tmp_pa
         assert torch.equal(got.velocity(x, torch.tensor([0.6]), cond), want.velocity(x, torch.tensor([0.6]), cond))
 
 
+def test_bf16_text_encoder_file_loads_as_from_pretrained_in_bf16(files, tmp_path):
+    """Built directly in bfloat16 (a 7B is never held in float32): the same model as transformers'
+    from_pretrained(torch_dtype=bfloat16) of a folder with those weights, rotary buffers kept float32."""
+    import transformers
+
+    tiny_comfy_text_encoder().save_pretrained(tmp_path / "folder")
+    want = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "folder",
+                                                                         torch_dtype=torch.bfloat16)
+    got = load_comfy_text_encoder(files / TE_FILE, torch.bfloat16)
+    assert {p.dtype for p in got.parameters()} == {torch.bfloat16}
+    assert {b.dtype for b in got.buffers()} == {b.dtype for b in want.buffers()} == {torch.float32}
+    ids = torch.tensor([[151644, 872, 198, 100, 200, 151645]])
+    with torch.no_grad():
+        assert torch.equal(got(input_ids=ids, output_hidden_states=True).hidden_states[-1],
+                           want(input_ids=ids, output_hidden_states=True).hidden_states[-1])
+    assert torch.get_default_dtype() == torch.float32
+
+
 # ------------------------------------------------------------------------------------------------ fp8
 @pytest.mark.parametrize("layout", ["scaled_fp8", "comfy_quant"])
 def test_fp8_scaled_text_encoder_is_dequantised_with_its_scales(records, tmp_path, layout):
