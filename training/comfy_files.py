@@ -110,7 +110,7 @@ class StateFile:
             yield key, dequantized(key, self._file.get_tensor(key), self._get, dtype, self.path)
 
 
-def _load_named(model: torch.nn.Module, source: StateFile, comfy_name, dtype, optional=()) -> torch.nn.Module:
+def load_named(model: torch.nn.Module, source: StateFile, comfy_name, dtype, optional=()) -> torch.nn.Module:
     """Copy the file's tensors (ComfyUI names) into ``model`` through ``comfy_name`` (model name -> ComfyUI's)."""
     targets = model.state_dict()
     names = {comfy_name(k): k for k in targets}
@@ -125,6 +125,20 @@ def _load_named(model: torch.nn.Module, source: StateFile, comfy_name, dtype, op
         for key, value in source.items(dtype):
             targets[names[key]].copy_(value)
     return model
+
+
+def built_in(dtype: torch.dtype, build):
+    """``build()`` with its parameters created directly in ``dtype`` and not initialised (every one is loaded
+    next): a 7B or 20B model is not allocated twice. Buffers computed from explicit float32 (rotary tables) stay."""
+    from transformers.initialization import no_init_weights
+
+    previous = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(dtype)
+        with no_init_weights():
+            return build()
+    finally:
+        torch.set_default_dtype(previous)
 
 
 # ------------------------------------------------------------------------------------------------ VAE
@@ -202,7 +216,7 @@ def load_comfy_vae(path, dtype: torch.dtype = torch.float32):
     config = vae_config(source.shapes, path)
     vae = AutoencoderKLQwenImage(**config)
     vae = vae if dtype == torch.float32 else vae.to(dtype)
-    _load_named(vae, source, lambda k: comfy_vae_name(k, config["num_res_blocks"]), dtype)
+    load_named(vae, source, lambda k: comfy_vae_name(k, config["num_res_blocks"]), dtype)
     return vae.eval().requires_grad_(False)
 
 
@@ -256,18 +270,11 @@ def load_comfy_text_encoder(path, dtype: torch.dtype = torch.float32):
     "scaled" files dequantised. Without ``lm_head`` in the file (ComfyUI's class has none) the head is tied to the
     embeddings: the trainer reads hidden states only."""
     from transformers import Qwen2_5_VLForConditionalGeneration
-    from transformers.initialization import no_init_weights
 
     source = StateFile(path, "text encoder")
     config = text_encoder_config(source.shapes, path)
-    previous = torch.get_default_dtype()
-    try:
-        torch.set_default_dtype(dtype)  # built directly in dtype: a 7B model is not allocated twice
-        with no_init_weights():
-            model = Qwen2_5_VLForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(previous)
-    _load_named(model, source, comfy_text_encoder_name, dtype, optional=("lm_head.weight",))
+    model = built_in(dtype, lambda: Qwen2_5_VLForConditionalGeneration(config))
+    load_named(model, source, comfy_text_encoder_name, dtype, optional=("lm_head.weight",))
     if config.tie_word_embeddings:
         model.tie_weights()
     return model.eval().requires_grad_(False)

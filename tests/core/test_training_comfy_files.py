@@ -159,6 +159,26 @@ def test_fp8_e4m3fn_dit_file_is_widened(files):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), want.state_dict().values()))
 
 
+def test_dit_file_is_built_in_its_dtype_and_bundled_parts_are_ignored(tmp_path):
+    """A bf16 load (built directly in bf16, one tensor at a time) equals the float32 model cast to bf16, weights and
+    output; keys of other components bundled in the file (a checkpoint's VAE) are left out."""
+    from training.models import load_single_file
+
+    dit = tiny_comfy_dit()
+    state = {f"model.diffusion_model.{k}": v for k, v in dit.state_dict().items()}
+    state["first_stage_model.decoder.conv_in.weight"] = torch.zeros(3, 3)
+    got = load_single_file(save(state, tmp_path / "checkpoint.safetensors"), ROPE, torch.bfloat16)
+    want = tiny_comfy_dit().to(torch.bfloat16)
+    assert {p.dtype for p in got.parameters()} == {torch.bfloat16}
+    assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), want.state_dict().values()))
+    x = torch.randn(1, 8, 64, generator=torch.Generator().manual_seed(4)).bfloat16()
+    text = torch.randn(1, 5, 128, generator=torch.Generator().manual_seed(5)).bfloat16()
+    outs = [m(hidden_states=x, timestep=torch.tensor([0.6]).bfloat16(), encoder_hidden_states=text,
+              encoder_hidden_states_mask=torch.ones(1, 5), img_shapes=[[(1, 2, 2), (1, 2, 2)]],
+              return_dict=False)[0] for m in (got, want)]
+    assert torch.equal(outs[0], outs[1])
+
+
 def test_scaled_fp8_dit_file_uses_its_scales(tmp_path):
     from training.models import load_single_file
 
