@@ -215,8 +215,8 @@ def validate(config: dict) -> None:
          "model.kind must be shapeedit, diffusers or single_file"),
         (config["train"]["memory"] in ("none", "auto", "bf16", "fp8", "offload"),
          "train.memory must be none, auto, bf16, fp8 or offload"),
-        (not (config["train"]["memory"] == "offload" and config["train"]["fsdp"]),
-         "train.memory=offload keeps one copy of the blocks on the CPU; it does not combine with train.fsdp"),
+        (not (config["train"]["memory"] in ("fp8", "offload") and config["train"]["fsdp"]),
+         "train.memory=fp8 / offload are single-GPU modes; with train.fsdp use bf16 (FSDP shards the weights)"),
         (config["model"]["variant"] in ("edit_plus", "edit"),
          "model.variant must be edit_plus (Qwen-Image-Edit-2509/2511) or edit (the first Qwen-Image-Edit)"),
     ]

@@ -201,6 +201,8 @@ def choose_mode(dit: DitShape, trainable: int, config: dict, device: torch.devic
     """(mode, why) for ``auto``: the first of bf16, fp8, offload whose estimate fits 90 % of the free memory."""
     if device.type != "cuda":
         return "none", f"no CUDA device ({device.type}): weights as model.dtype"
+    if config["train"].get("fsdp"):
+        return "bf16", "train.fsdp shards the bf16 weights across the GPUs"
     free, _ = torch.cuda.mem_get_info(device)
     resolution = int(config["data"].get("resolution", 512))
     micro = int(config["objective"].get("micro_batch") or 1)

@@ -107,6 +107,11 @@ def test_auto_picks_the_first_mode_that_fits_and_says_so(monkeypatch, capsys):
         mode, reason = choose_mode(shape, trainable, cfg, torch.device("cuda"))
         assert mode == want and "GiB free" in reason
     assert "even offload may not fit" in reason
+    assert choose_mode(shape, trainable, dict(cfg, train=dict(cfg["train"], fsdp=True)), torch.device("cuda"))[0] == "bf16"
+    from training.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="single-GPU modes"):
+        load_config(None, ["train.memory=offload", "train.fsdp=true"])
     dit = narrow_qwen_image(0)
     plan = apply_memory_mode(SimpleNamespace(transformer=dit, bf16=False), cfg, "cpu")
     assert plan.mode == "none" and all(p.dtype == torch.float32 for p in dit.parameters())
