@@ -203,6 +203,10 @@ def choose_mode(dit: DitShape, trainable: int, config: dict, device: torch.devic
         return "none", f"no CUDA device ({device.type}): weights as model.dtype"
     if config["train"].get("fsdp"):
         return "bf16", "train.fsdp shards the bf16 weights across the GPUs"
+    import gc
+
+    gc.collect()
+    torch.cuda.empty_cache()  # the text encoder just dropped after caching the conditioning is free memory too
     free, _ = torch.cuda.mem_get_info(device)
     resolution = int(config["data"].get("resolution", 512))
     micro = int(config["objective"].get("micro_batch") or 1)
