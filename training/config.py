@@ -217,6 +217,8 @@ def validate(config: dict) -> None:
          "train.memory must be none, auto, bf16, fp8 or offload"),
         (not (config["train"]["memory"] in ("fp8", "offload") and config["train"]["fsdp"]),
          "train.memory=fp8 / offload are single-GPU modes; with train.fsdp use bf16 (FSDP shards the weights)"),
+        (not (config["train"]["memory"] == "offload" and config["focus"]["enabled"]),
+         "train.memory=offload recomputes each block, which the learned focus does not survive yet: use fp8"),
         (config["model"]["variant"] in ("edit_plus", "edit"),
          "model.variant must be edit_plus (Qwen-Image-Edit-2509/2511) or edit (the first Qwen-Image-Edit)"),
     ]

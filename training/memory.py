@@ -212,14 +212,16 @@ def choose_mode(dit: DitShape, trainable: int, config: dict, device: torch.devic
     micro = int(config["objective"].get("micro_batch") or 1)
     rollout = int(config["rollout"]["group_size"]) * int(config["rollout"]["cases_per_step"])
     tried = []
-    for mode in ("bf16", "fp8", "offload"):
+    # offload checkpoints every block, and the learned focus's block state does not survive the recompute yet
+    candidates = ("bf16", "fp8") if config.get("focus", {}).get("enabled") else ("bf16", "fp8", "offload")
+    for mode in candidates:
         need = estimate_peak_bytes(mode, dit, resolution, trainable, bool(config["train"]["gradient_checkpointing"]),
                                    micro, rollout)["total"]
         tried.append(f"{mode} {need / GIB:.1f} GiB")
         if need <= AUTO_MARGIN * free:
             return mode, f"{free / GIB:.1f} GiB free; estimates {', '.join(tried)}"
-    return "offload", (f"{free / GIB:.1f} GiB free; estimates {', '.join(tried)}: even offload may not fit, lower "
-                       "data.resolution, objective.micro_batch or rollout.group_size")
+    return candidates[-1], (f"{free / GIB:.1f} GiB free; estimates {', '.join(tried)}: even {candidates[-1]} may "
+                            "not fit, lower data.resolution, objective.micro_batch or rollout.group_size")
 
 
 # Qwen-Image-Edit-2509's DiT (60 blocks, hidden 3072): parameter counts of diffusers' QwenImageTransformer2DModel at

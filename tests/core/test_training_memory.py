@@ -112,6 +112,11 @@ def test_auto_picks_the_first_mode_that_fits_and_says_so(monkeypatch, capsys):
 
     with pytest.raises(ConfigError, match="single-GPU modes"):
         load_config(None, ["train.memory=offload", "train.fsdp=true"])
+    with pytest.raises(ConfigError, match="learned focus does not survive"):
+        load_config(None, ["train.memory=offload", "focus.enabled=true"])
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (need["offload"], 4 * need["offload"]))
+    focus = dict(cfg, focus={"enabled": True})
+    assert choose_mode(shape, trainable, focus, torch.device("cuda"))[0] == "fp8"  # never offload with focus
     dit = narrow_qwen_image(0)
     plan = apply_memory_mode(SimpleNamespace(transformer=dit, bf16=False), cfg, "cpu")
     assert plan.mode == "none" and all(p.dtype == torch.float32 for p in dit.parameters())
@@ -126,8 +131,8 @@ def test_docs_table_is_the_estimate():
     assert len(gib) == 12 and all(a > b for a, b in zip(gib[:3], gib[3:6]))  # none > bf16 at every size
 
 
-@pytest.mark.parametrize("memory", ["fp8", "offload"])
-def test_runs_in_each_mode_train(tmp_path, memory, capsys):
+@pytest.mark.parametrize("memory, focus", [("fp8", True), ("offload", False)])
+def test_runs_in_each_mode_train(tmp_path, memory, focus, capsys):
     from tests.fixtures.edit_records import write_edit_records
     from training.grpo import main
     from training.lora import read_lora_file
@@ -140,7 +145,8 @@ def test_runs_in_each_mode_train(tmp_path, memory, capsys):
             "rewards.preservation.weights.ssim=1.0", f"output_dir={out}", "train.steps=2", "checkpoint.every=2",
             "rollout.steps=4", "objective.window=2", "rollout.group_size=2", "rollout.cases_per_step=2",
             "optim.lr=3e-2", "train.num_threads=1", "log.progress=false", "advantages.min_group_std=0",
-            f"train.memory={memory}"]
+            f"train.memory={memory}"] + (["focus.enabled=true", "focus.blocks=all", "focus.xi=2", "focus.window=4"]
+                                          if focus else [])
     assert main([x for a in args for x in ("--set", a)]) == 0
     assert f"train.memory={memory}: {memory}" in capsys.readouterr().out
     lora, _ = read_lora_file(out / "lora.safetensors")
