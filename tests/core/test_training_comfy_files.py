@@ -302,3 +302,22 @@ def test_missing_components_name_the_keys_to_set(files, tmp_path):
         Trainer(load_config(None, args))
     with pytest.raises(ConfigError, match="model.text_encoder: .*nowhere.safetensors not found"):
         Trainer(load_config(None, args + [f"model.text_encoder={tmp_path / 'nowhere.safetensors'}"]))
+
+
+def test_vae_and_text_encoder_folders_without_a_components_folder(files):
+    """model.vae / model.text_encoder also take diffusers / transformers folders; the processor is then built in
+    code. A DiT for another text encoder is refused naming both widths."""
+    from training.models import ModelLoadError
+    from training.qwen_edit import load_qwen_edit
+    from tests.fixtures.tiny_models import tiny_qwen_image_edit_folder
+
+    folder = tiny_qwen_image_edit_folder()
+    model = {"kind": "single_file", "path": str(folder / "transformer.safetensors"), "vae": str(folder / "vae"),
+             "text_encoder": str(folder / "text_encoder"), "transformer_config": ROPE}
+    _, vae, text_encoder, processor, components = load_qwen_edit(model)
+    assert components.processor is None and type(processor).__name__ == "ImageOnlyQwen2_5_VLProcessor"
+    _, want_vae, want_te, _, _ = load_qwen_edit({"kind": "diffusers", "path": str(folder)})
+    assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), want_vae.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(text_encoder.state_dict().values(), want_te.state_dict().values()))
+    with pytest.raises(ModelLoadError, match="expects text width 64, the text encoder .* gives 128"):
+        load_qwen_edit(dict(model, text_encoder=str(files / TE_FP8_FILE)), with_text_encoder=False)
