@@ -22,6 +22,8 @@ DEFAULTS: dict = {
         "path": None,                  # shapeedit: weights file (None = shipped); diffusers: folder; single_file: .safetensors
         "variant": "edit_plus",        # real models: edit_plus (Qwen-Image-Edit-2509/2511) | edit (the first Qwen-Image-Edit)
         "components": None,            # single_file: a Qwen-Image-Edit diffusers folder (vae/, text_encoder/, processor/)
+        "vae": None,                   # real models: ComfyUI's VAE file (models/vae/qwen_image_vae.safetensors) or a folder; None = components' vae/
+        "text_encoder": None,          # real models: ComfyUI's Qwen2.5-VL file (models/text_encoders/qwen_2.5_vl_7b[_fp8_scaled].safetensors) or a folder
         "family": None,                # recorded in the LoRA metadata; None = shapeedit / qwen_image_edit by model.kind
         "dtype": "float32",            # weights dtype: float32 | bfloat16 | float16
         "device": "cpu",
@@ -112,6 +114,7 @@ DEFAULTS: dict = {
     "train": {
         "steps": 100,
         "gradient_checkpointing": False,
+        "memory": "none",              # frozen DiT: none (model.dtype) | bf16 | fp8 (e4m3 weights, bf16 compute) | offload (blocks on CPU) | auto (by free GPU memory)
         "bf16": False,                 # autocast the transformer forward to bfloat16
         "num_threads": 0,              # torch.set_num_threads (0 = leave as is)
         "max_minutes": 0.0,            # stop (with a checkpoint) after this wall time; 0 = no limit
@@ -378,6 +381,12 @@ def validate(config: dict, sources: dict | None = None) -> None:
         ("log.every", lg["every"] >= 1, "must be >= 1"),
         ("log.sample_every", lg["sample_every"] >= 0, "must be >= 0 (0 = off)"),
         ("log.sample_cases", lg["sample_cases"] >= 1, "must be >= 1"),
+        ("train.memory", t["memory"] in ("none", "auto", "bf16", "fp8", "offload"),
+         "must be none, auto, bf16, fp8 or offload"),
+        ("train.memory", not (t["memory"] in ("fp8", "offload") and t["fsdp"]),
+         "is a single-GPU mode (fp8 / offload); with train.fsdp use bf16 (FSDP shards the weights)"),
+        ("train.memory", not (t["memory"] == "offload" and config["focus"]["enabled"]),
+         "recomputes each block, which the learned focus does not survive yet: use fp8"),
     ]
     real = m["kind"] != "shapeedit"
     if real:

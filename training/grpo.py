@@ -29,6 +29,7 @@ from .advantages import compute_advantages
 from .config import ConfigError, config_json, load_config
 from .image_records import group_by_size, sheet_tile
 from .lora import inject_lora, lora_parameters, load_lora_state_dict, lora_state_dict, read_lora_file, save_lora_file
+from .memory import apply_memory_mode
 from .objectives import ObjectiveSettings, compute_objective, draw_steps
 from .rewards import build_rewards, score_all
 from .rollout import ShapeEditPolicy, derived_seed, rollout
@@ -103,6 +104,7 @@ class Trainer:
                                            lora_cfg["targets"], seed=derived_seed(seed, "lora-init"))
         except ValueError as exc:  # the targets name no layer of this model
             raise ConfigError(f"lora.targets: {exc}") from None
+        self.memory = apply_memory_mode(self.policy, config, self.device)  # train.memory (training/memory.py)
         self.policy.transformer.to(self.device)
         if train["gradient_checkpointing"]:
             self.policy.transformer.enable_gradient_checkpointing()

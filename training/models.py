@@ -62,22 +62,28 @@ def infer_qwen_image_config(state: dict, overrides: dict | None = None) -> dict:
 
 
 def load_single_file(path, overrides: dict | None = None, dtype: torch.dtype = torch.float32):
-    """A diffusers ``QwenImageTransformer2DModel`` from one safetensors file (diffusers keys, host prefix ok)."""
+    """A diffusers ``QwenImageTransformer2DModel`` from one safetensors file (diffusers keys, host prefix ok; fp8
+    weights widened or dequantised with their scales). Read one tensor at a time into a model built in ``dtype``:
+    a 20B DiT is never held twice, nor in float32 when ``dtype`` is bf16."""
     from diffusers import QwenImageTransformer2DModel
-    from safetensors.torch import load_file
+
+    from .comfy_files import ComfyFileError, StateFile, built_in, load_named
 
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model file {path} not found; set model.path to the .safetensors diffusion model")
-    state = strip_prefixes(load_file(str(path)))
-    config = infer_qwen_image_config(state, overrides)
-    state = {k: v for k, v in state.items() if not k.endswith(TIMESTEP_ZERO_MARKER)}
-    model = QwenImageTransformer2DModel(**config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ModelLoadError(f"{path}: {len(missing)} missing and {len(unexpected)} unexpected keys "
-                             f"(e.g. {(missing or unexpected)[0]}); it is not a Qwen-Image transformer of this shape")
-    return model.to(dtype)
+    source = StateFile(path, "diffusion model")
+    marked = any(k.endswith(TIMESTEP_ZERO_MARKER) for k in source.shapes)
+    prefix = next((p for p in PREFIXES if any(k.startswith(p) for k in source.shapes)), "")
+    # other components bundled in the file (a VAE, a text encoder) and the 2511 marker are not the DiT's weights
+    source.shapes = {k: v for k, v in source.shapes.items() if k.startswith(prefix) and not k.endswith(TIMESTEP_ZERO_MARKER)}
+    shapes = {k[len(prefix):]: torch.empty(v, device="meta") for k, v in source.shapes.items()}
+    config = infer_qwen_image_config(dict(shapes, **({TIMESTEP_ZERO_MARKER: None} if marked else {})), overrides)
+    model = built_in(dtype, lambda: QwenImageTransformer2DModel(**config))
+    try:
+        return load_named(model, source, lambda k: prefix + k, dtype)
+    except ComfyFileError as exc:
+        raise ModelLoadError(f"{exc}: not a Qwen-Image transformer of this shape") from exc
 
 
 def load_diffusers_folder(path, dtype: torch.dtype = torch.float32):

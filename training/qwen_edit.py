@@ -10,7 +10,8 @@ encoder is loaded only when that cache misses and dropped after encoding, so tra
 first Qwen-Image-Edit: ``QwenImageEditPipeline``, vision tokens without a label). The weights cannot tell them
 apart, so the config says which; 2511's timestep-zero reference modulation comes with its weights.
 
-Components come from a Qwen-Image-Edit diffusers folder (``vae/``, ``text_encoder/``, ``processor/``): ``model.path``
+Components (``training.qwen_components``): ComfyUI's single files (``model.vae``, ``model.text_encoder``; the processor
+then built in code), or a Qwen-Image-Edit diffusers folder (``vae/``, ``text_encoder/``, ``processor/``): ``model.path``
 itself for ``model.kind=diffusers``, or ``model.components`` beside a single-file DiT (``model.kind=single_file``).
 """
 
@@ -26,78 +27,42 @@ import torch
 from einops import rearrange
 
 from .models import DTYPES, ModelLoadError, load_transformer
+from .qwen_components import (Components, load_processor, load_text_encoder, load_vae, resolve_components,
+                              text_width)
 from .rollout import CachedConditioningPolicy
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("vae", "text_encoder", "processor")
 VARIANTS = ("edit_plus", "edit")
 PARTS = ("text", "mask", "ref", "instruction_len", "grid")  # one cached row; cache file keys are "<id>/<part>"
 
 
-def components_folder(model_config: dict) -> Path:
-    folder = model_config.get("components") or (model_config["path"] if model_config["kind"] == "diffusers" else None)
-    if not folder:
-        raise ModelLoadError("model.kind=single_file trains the DiT of that file; set model.components to a "
-                             "Qwen-Image-Edit diffusers folder for its vae/, text_encoder/ and processor/")
-    folder = Path(folder)
-    missing = [name for name in COMPONENTS if not (folder / name).is_dir()]
-    if missing:
-        raise ModelLoadError(f"{folder} lacks {', '.join(f'{m}/' for m in missing)}: model.components (or, for "
-                             "kind=diffusers, model.path) must be a whole Qwen-Image-Edit diffusers folder")
-    return folder
-
-
-def load_text_encoder(folder: Path, dtype: torch.dtype):
-    """The Qwen2.5-VL of a components folder (frozen, eval mode)."""
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(folder / "text_encoder"), torch_dtype=dtype)
-    return model.eval().requires_grad_(False)
-
-
 def load_qwen_edit(model_config: dict, with_text_encoder: bool = True):
-    """(transformer, vae, text_encoder or None, processor, components folder), the shapes checked against each other
-    (the text encoder's width from its config, so it need not be loaded: the trainer loads it only when the
-    conditioning cache misses)."""
-    from diffusers import AutoencoderKLQwenImage
-    from transformers import AutoConfig
-
-    from cogniedit.decompose.backends.transformers_vlm import load_processor
-
-    folder = components_folder(model_config)
+    """(transformer, vae, text_encoder or None, processor, Components), the shapes checked against each other
+    (the text encoder's width from its config or file header, so it need not be loaded: the trainer loads it
+    only when the conditioning cache misses)."""
+    components = resolve_components(model_config)
     dtype = DTYPES[model_config.get("dtype", "float32")]
     transformer = load_transformer(model_config)
-    vae = AutoencoderKLQwenImage.from_pretrained(str(folder / "vae"), torch_dtype=dtype).eval()
-    processor = load_processor(str(folder / "processor"), "qwen2_5_vl")
-    text_width = AutoConfig.from_pretrained(str(folder / "text_encoder")).get_text_config().hidden_size
-    if transformer.config.joint_attention_dim != text_width:
+    vae = load_vae(components, dtype)
+    processor = load_processor(components)
+    width = text_width(components)
+    if transformer.config.joint_attention_dim != width:
         raise ModelLoadError(f"the DiT expects text width {transformer.config.joint_attention_dim}, the text encoder "
-                             f"in {folder} gives {text_width}: use the components of the same base model")
+                             f"{components.text_encoder} gives {width}: use the components of the same base model")
     if transformer.config.in_channels != 4 * vae.config.z_dim:
-        raise ModelLoadError(f"the DiT takes {transformer.config.in_channels} channels, the VAE in {folder} packs "
-                             f"{4 * vae.config.z_dim}: use the components of the same base model")
+        raise ModelLoadError(f"the DiT takes {transformer.config.in_channels} channels, the VAE {components.vae} "
+                             f"packs {4 * vae.config.z_dim}: use the components of the same base model")
     for module in (transformer, vae):
         module.requires_grad_(False)
-    text_encoder = load_text_encoder(folder, dtype) if with_text_encoder else None
-    return transformer, vae, text_encoder, processor, folder
-
-
-def _folder_fingerprint(folder: Path) -> list:
-    """Names, sizes and mtimes of the weight and config files: changes when the components change."""
-    rows = []
-    for name in ("vae", "text_encoder", "processor"):
-        for f in sorted((folder / name).glob("*")):
-            if f.is_file():
-                stat = f.stat()
-                rows.append([f"{name}/{f.name}", stat.st_size, int(stat.st_mtime)])
-    return rows
+    text_encoder = load_text_encoder(components, dtype) if with_text_encoder else None
+    return transformer, vae, text_encoder, processor, components
 
 
 class QwenEditPolicy(CachedConditioningPolicy):
     """Velocity of a Qwen-Image-Edit DiT on cached (text embeddings, mask, source latent tokens)."""
 
-    def __init__(self, transformer, vae, text_encoder, processor, components: Path, bf16: bool = False,
+    def __init__(self, transformer, vae, text_encoder, processor, components: Components, bf16: bool = False,
                  vlm_image_size: int = 384, variant: str = "edit_plus", text_encoder_loader=None):
         import diffusers
 
@@ -121,8 +86,7 @@ class QwenEditPolicy(CachedConditioningPolicy):
 
     # ---------------------------------------------------------------------------- conditioning
     def cache_key(self, records) -> str:
-        identity = {"parts": PARTS, "components": str(self.components.resolve()),
-                    "files": _folder_fingerprint(self.components),
+        identity = {"parts": PARTS, "components": self.components.identity(),
                     "vlm_image_size": self.vlm_image_size, "variant": self.variant,
                     "records": [[r.case_id, r.instruction, list(r.source_image.shape),
                                  hashlib.sha256(r.source_image.tobytes()).hexdigest()] for r in records]}
@@ -229,6 +193,7 @@ class QwenEditPolicy(CachedConditioningPolicy):
         tokens = latents.detach().to(self.vae.device, self.vae.dtype)
         latent = rearrange(tokens, "b (h w) (c ph pw) -> b c 1 (h ph) (w pw)", h=cond.grid[0], ph=2, pw=2)
         mean, std = self._latent_stats(latent.device, latent.dtype)
-        pixels = self.vae.decode(latent * std + mean, return_dict=False)[0][:, :, 0]
+        latent = latent * std + mean  # one image at a time: a 1024-px decode takes GBs of activations per image
+        pixels = torch.cat([self.vae.decode(z[None], return_dict=False)[0][:, :, 0] for z in latent])
         pixels = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return pixels.permute(0, 2, 3, 1).cpu().numpy()

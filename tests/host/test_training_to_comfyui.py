@@ -13,6 +13,7 @@ import torch
 
 from comfy_inprocess import comfy_model_of_shapeedit_editor, pack_module
 # imported before ComfyUI's own tests/ package can shadow ours
+from tests.fixtures.comfy_files import DIT_FILE, TE_FP8_FILE, VAE_FILE, tiny_comfy_model_files
 from tests.fixtures.edit_records import write_edit_records
 from tests.fixtures.tiny_models import tiny_qwen_image_edit_2511_file, tiny_qwen_image_edit_folder
 
@@ -128,21 +129,30 @@ def test_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers(comfy, tr
 
 
 # ------------------------------------------------------------------------------------------------ Qwen-Image-Edit
-@pytest.fixture(scope="module", params=["2509", "2511"])
+@pytest.fixture(scope="module", params=["2509", "2511", "comfyui_files"])
 def trained_qwen_edit(comfy, tmp_path_factory, request):
     """(trainer resumed at the end of a short single-file Qwen-Image-Edit run on image records with learned focus,
     its output folder, the DiT file). The tiny DiT has the host tier's QWEN_CONFIG shape; the 2511 file carries
-    the timestep-zero marker, and its run uses the focus gate."""
+    the timestep-zero marker, and its run uses the focus gate. ``comfyui_files``: ComfyUI's split files only (fp8
+    e4m3fn DiT, VAE, fp8-scaled text encoder; no diffusers folder anywhere)."""
     from training.config import load_config
     from training.grpo import Trainer, main
 
-    components = tiny_qwen_image_edit_folder()
-    dit_file = components / "transformer.safetensors" if request.param == "2509" else tiny_qwen_image_edit_2511_file()
+    if request.param == "comfyui_files":
+        models = tiny_comfy_model_files()
+        dit_file = models / DIT_FILE
+        # the real image processor; a 56x56 VLM image keeps the vision tokens few (4), as the tiny folder's does
+        sources = [f"model.vae={models / VAE_FILE}", f"model.text_encoder={models / TE_FP8_FILE}",
+                   "data.vlm_image_size=56"]
+    else:
+        components = tiny_qwen_image_edit_folder()
+        dit_file = components / "transformer.safetensors" if request.param == "2509" else tiny_qwen_image_edit_2511_file()
+        sources = [f"model.components={components}"]
     folder = tmp_path_factory.mktemp("qwen-edit-run")
     records = write_edit_records(folder)
     out = folder / "out"
-    args = ["model.kind=single_file", f"model.path={dit_file}",
-            f"model.components={components}", "model.transformer_config.axes_dims_rope=[8,12,12]",
+    args = ["model.kind=single_file", f"model.path={dit_file}", *sources,
+            "model.transformer_config.axes_dims_rope=[8,12,12]",
             f"data.records={records}", "data.resolution=32", "rewards.shapeedit.enabled=false",
             "rewards.preservation.enabled=true", "rewards.preservation.weights.ssim=1.0", f"output_dir={out}",
             "train.steps=2", "checkpoint.every=2", "rollout.steps=4", "objective.window=2", "rollout.group_size=2",
@@ -175,8 +185,8 @@ def test_qwen_edit_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers
     for name, path in added:
         comfy.folder_paths.add_model_folder_path(name, path)
     try:
-        state = strip_prefixes(load_file(str(dit_file)))
-        unet_config = dict(QWEN_CONFIG)
+        state = strip_prefixes(load_file(str(dit_file)))  # fp8 weights as the file has them: ComfyUI widens them
+        unet_config = dict(QWEN_CONFIG, joint_attention_dim=state["txt_in.weight"].shape[1])
         if TIMESTEP_ZERO_MARKER in state:  # what ComfyUI's detection derives from the marker
             unet_config["default_ref_method"] = "index_timestep_zero"
         base = tiny_qwen_image(comfy, state=state, unet_config=unet_config)
