@@ -384,7 +384,7 @@ def validate(config: dict, sources: dict | None = None) -> None:
         ("train.memory", t["memory"] in ("none", "auto", "bf16", "fp8", "offload"),
          "must be none, auto, bf16, fp8 or offload"),
         ("train.memory", not (t["memory"] in ("fp8", "offload") and t["fsdp"]),
-         "is a single-GPU mode (fp8 / offload); with train.fsdp use bf16 (FSDP shards the weights)"),
+         "with train.fsdp: fp8 / offload are single-GPU modes; use bf16 (FSDP shards the weights)"),
         ("train.memory", not (t["memory"] == "offload" and config["focus"]["enabled"]),
          "recomputes each block, which the learned focus does not survive yet: use fp8"),
     ]

@@ -131,9 +131,9 @@ def apply_memory_mode(policy, config: dict, device) -> MemoryPlan:
         plan.fp8_layers = quantize_frozen_fp8(transformer)
     if mode == "offload":
         plan.offload = BlockOffload(transformer, transformer.transformer_blocks, device)
-    message = f"train.memory={config['train'].get('memory', 'none')}: {mode} ({reason})"
-    log.info(message)
-    if config["train"].get("memory", "none") != "none":
+    if config["train"].get("memory", "none") != "none":  # the default changes nothing: nothing to announce
+        message = f"train.memory={config['train']['memory']}: {mode} ({reason})"
+        log.info(message)
         print(message, flush=True)  # what auto chose, or what was asked, on the console too
     return plan
 
