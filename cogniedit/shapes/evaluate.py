@@ -2,6 +2,7 @@
 
     python -m cogniedit.shapes.evaluate --n 500 --editor default --grid out.png
     python -m cogniedit.shapes.evaluate --cases my_cases.jsonl --editor oracle --results results.json
+    python -m cogniedit.shapes.evaluate --n 500 --phrasing paraphrase --decompose on
 
 Editors: ``default`` (the shipped small editor, ``cogniedit.shapes.editor.load_default_editor``), ``identity``,
 ``oracle``, or ``package.module:factory`` (called with the editor options, returns an object with
@@ -22,7 +23,8 @@ import numpy as np
 
 from ..atomic_io import atomic_write
 from ..image_grid import save_image_grid
-from .cases import KINDS, generate_cases, read_jsonl, write_jsonl
+from .cases import KINDS, PHRASINGS, generate_cases, read_jsonl, write_jsonl
+from .phrasing import SPLITS
 from .editors import IdentityEditor, OracleEditor
 from .render import render_scene
 from .scorer import aggregate, score_edit
@@ -192,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED,
                    help=f"seed of the generated cases (default {HELD_OUT_SEED}, never used in training)")
     p.add_argument("--kinds", default=None, help=f"comma-separated subset of {','.join(KINDS)}")
+    p.add_argument("--phrasing", choices=PHRASINGS + ("mixed",), default="template",
+                   help="wording of generated cases (default template: the editor's grammar)")
+    p.add_argument("--split", choices=SPLITS, default="eval",
+                   help="wording pool of paraphrase/reasoning cases (default eval: held-out verbs and frames)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
     p.add_argument("--editor", default="default", help="default | identity | oracle | package.module:factory")
     p.add_argument("--decompose", choices=("on", "off"), default="off", help="instruction decomposition")
@@ -218,7 +224,8 @@ def main(argv=None) -> int:
             if kinds:
                 cases = [c for c in cases if c.kind in kinds]
         else:
-            cases = generate_cases(args.n if args.limit is None else min(args.n, args.limit), args.seed, kinds)
+            cases = generate_cases(args.n if args.limit is None else min(args.n, args.limit), args.seed, kinds,
+                                   phrasing=args.phrasing, split=args.split)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -233,7 +240,8 @@ def main(argv=None) -> int:
         return 2
     outputs, scores = run_cases(editor, cases, args.batch_size, args.edit_seed, progress=not args.no_progress)
     metrics = aggregate(scores)
-    print(f"ShapeEdit: {len(cases)} cases, editor {args.editor}")
+    phrasings = sorted({c.phrasing for c in cases})
+    print(f"ShapeEdit: {len(cases)} cases ({', '.join(phrasings)}), editor {args.editor}")
     print(format_table(metrics))
     if args.grid:
         save_grid(args.grid, cases, outputs, scores, rows=args.grid_rows)
@@ -243,7 +251,9 @@ def main(argv=None) -> int:
         print(f"cases -> {args.write_cases}")
     if args.results:
         payload = {"editor": args.editor, "options": editor_options(args), "metrics": metrics,
-                   "cases": [{**s.to_dict(), "instruction": c.instruction} for s, c in zip(scores, cases)]}
+                   "phrasing": args.phrasing if not args.cases else phrasings, "split": args.split,
+                   "cases": [{**s.to_dict(), "instruction": c.instruction, "phrasing": c.phrasing}
+                             for s, c in zip(scores, cases)]}
         atomic_write(args.results, lambda f: json.dump(_json_safe(payload), f, indent=1))
         print(f"results -> {args.results}")
     return 0
