@@ -86,6 +86,12 @@ class Wording:
             self.used_held_out = True
         return options[i]
 
+    def fill(self, frame: str, **values) -> str:
+        """``frame`` with its placeholders filled; a value that is a pool is drawn only when its placeholder is
+        there, so an unused draw never counts as held-out wording."""
+        return frame.format(**{k: (self.pick(v) if isinstance(v, tuple) else v) for k, v in values.items()
+                               if "{" + k + "}" in frame})
+
     def coin(self, p: float = 0.5) -> bool:
         return bool(self.rng.random() < p)
 
@@ -117,7 +123,7 @@ def paraphrase_clause(op, ref: str | None, words: Wording, direction: str | None
     kind = op.kind
     frame = words.pick(PARAPHRASE[kind])
     verb_pool = {"recolour": RECOLOUR_VERBS, "move": MOVE_VERBS, "remove": REMOVE_VERBS, "add": ADD_VERBS}[kind]
-    fill = {"verb": words.pick(verb_pool) if "{verb}" in frame else ""}
+    fill = {"verb": verb_pool}
     if kind == "add":
         fill["things"] = _things(op, words)
     else:
@@ -125,8 +131,8 @@ def paraphrase_clause(op, ref: str | None, words: Wording, direction: str | None
     if kind == "recolour":
         fill["colour"] = op.colour
     if kind == "move":
-        fill["dir"] = words.pick(PARAPHRASE[direction])
-    return frame.format(**fill)
+        fill["dir"] = PARAPHRASE[direction]
+    return words.fill(frame, **fill)
 
 
 def _capitalise(text: str) -> str:

@@ -57,6 +57,22 @@ def test_train_wording_never_holds_a_held_out_word_and_eval_always_does():
     assert not misses, misses[:5]
 
 
+REASONING_HELD_OUT = re.compile(
+    r"\b(?:dye|nudge|eliminate|take out|include|create|on the (?:left|right) of|over|beneath|under|the single|"
+    r"the lone|no other shape has|furthest|highest|lowest|should take the colour of|but the|each|for every|"
+    r"in the colour of|shaped like|things?|just one|a pair of|leftwards|rightwards|by one cell|one space|"
+    r"After that|afterwards|Next)\b")
+
+
+def test_reasoning_train_and_eval_wording_are_split_the_same_way():
+    train = generate_cases(400, seed=12, phrasing="reasoning", split="train")
+    hits = [c.instruction for c in train if REASONING_HELD_OUT.search(c.instruction)]
+    assert not hits, hits[:5]
+    evals = generate_cases(400, seed=12, phrasing="reasoning", split="eval")
+    misses = [c.instruction for c in evals if not REASONING_HELD_OUT.search(c.instruction)]
+    assert not misses, misses[:5]
+
+
 def test_generation_is_deterministic_and_prefix_stable_for_every_phrasing():
     for phrasing in ("paraphrase", "mixed"):
         long = generate_cases(40, seed=2, phrasing=phrasing)
