@@ -111,7 +111,8 @@ def _things(text: str) -> str | None:
 
 def _recolour(m) -> str | None:
     ref = plain_reference(m.group("ref"))
-    return f"make {ref} {m.group('c')}" if ref else None
+    verb = m.group(0).split(" ", 1)[0].lower()
+    return f"{verb if verb in ('make', 'turn') else 'make'} {ref} {m.group('c')}" if ref else None
 
 
 def _move(m) -> str | None:
@@ -211,8 +212,8 @@ def rewrite_instruction(instruction: str) -> str:
     if best[n] is None:
         return instruction
     parts = best[n][3]
-    if all(plain is None for plain, _ in parts):
-        return instruction
+    if all(plain is None or plain == raw.strip() for plain, raw in parts):
+        return instruction  # nothing to rewrite: already plain (the template grammar stays byte for byte)
     out = []
     for plain, raw in parts:
         out.append(plain if plain else _LEAD.sub("", raw.strip()).rstrip(" .!?,;"))
