@@ -48,13 +48,17 @@ def test_paraphrase_keeps_the_template_scene_and_ops_and_rewords():
         assert sum(p.instruction != t.instruction for t, p in zip(template, para)) > 190
 
 
-def test_train_wording_never_holds_a_held_out_word_and_eval_always_does():
-    train = generate_cases(400, seed=11, phrasing="paraphrase", split="train")
-    hits = [c.instruction for c in train if HELD_OUT_MARKERS.search(c.instruction)]
+def _assert_split(phrasing, seed, markers):
+    train = generate_cases(400, seed=seed, phrasing=phrasing, split="train")
+    hits = [c.instruction for c in train if markers.search(c.instruction)]
     assert not hits, hits[:5]
-    evals = generate_cases(400, seed=11, phrasing="paraphrase", split="eval")
-    misses = [c.instruction for c in evals if not HELD_OUT_MARKERS.search(c.instruction)]
+    evals = generate_cases(400, seed=seed, phrasing=phrasing, split="eval")
+    misses = [c.instruction for c in evals if not markers.search(c.instruction)]
     assert not misses, misses[:5]
+
+
+def test_train_wording_never_holds_a_held_out_word_and_eval_always_does():
+    _assert_split("paraphrase", 11, HELD_OUT_MARKERS)
 
 
 REASONING_HELD_OUT = re.compile(
@@ -65,12 +69,7 @@ REASONING_HELD_OUT = re.compile(
 
 
 def test_reasoning_train_and_eval_wording_are_split_the_same_way():
-    train = generate_cases(400, seed=12, phrasing="reasoning", split="train")
-    hits = [c.instruction for c in train if REASONING_HELD_OUT.search(c.instruction)]
-    assert not hits, hits[:5]
-    evals = generate_cases(400, seed=12, phrasing="reasoning", split="eval")
-    misses = [c.instruction for c in evals if not REASONING_HELD_OUT.search(c.instruction)]
-    assert not misses, misses[:5]
+    _assert_split("reasoning", 12, REASONING_HELD_OUT)
 
 
 def test_generation_is_deterministic_and_prefix_stable_for_every_phrasing():
