@@ -12,15 +12,18 @@ learnable rule for supervised training pairs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..atomic_io import atomic_write
+from .phrasing import SPLITS, paraphrase
 from .refer import describe, resolve
 from .scene import DEFAULT_WORLD, Scene, ShapeObject, WorldConfig, random_scene
 
-CASES_VERSION = 1
+CASES_VERSION = 2  # version 2 adds phrasing, split, explicit; template cases are still written as version 1
+READ_VERSIONS = (1, 2)
+PHRASINGS = ("template", "paraphrase", "reasoning")
 KINDS = ("colour", "position", "count", "compound")
 OP_KINDS = ("recolour", "move", "add", "remove")
 DIRECTIONS = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
@@ -80,20 +83,32 @@ class EditCase:
     touched: tuple[tuple[int, int], ...]  # cells the edit may change; everything else must stay as it was
     ops: tuple[EditOp, ...] = field(default_factory=tuple)
     world: WorldConfig = DEFAULT_WORLD
+    phrasing: str = "template"  # template | paraphrase | reasoning
+    split: str | None = None  # wording pool of a paraphrase/reasoning case: train | eval
+    explicit: str | None = None  # the same edit in the template grammar (None: the instruction is template)
+
+    @property
+    def explicit_instruction(self) -> str:
+        """What a decomposer should answer: the edit in the editor's template grammar."""
+        return self.instruction if self.explicit is None else self.explicit
 
     def to_dict(self) -> dict:
-        d = {"version": CASES_VERSION, "case_id": self.case_id, "kind": self.kind, "instruction": self.instruction,
+        # template cases are written exactly as version 1 wrote them, so old files and figures reproduce
+        d = {"version": 1 if self.phrasing == "template" else CASES_VERSION, "case_id": self.case_id,
+             "kind": self.kind, "instruction": self.instruction,
              "source": self.source.to_dict(), "target": self.target.to_dict(),
              "touched": [list(c) for c in self.touched], "ops": [op.to_dict() for op in self.ops]}
         if self.world != DEFAULT_WORLD:
             d["world"] = self.world.to_dict()
+        if self.phrasing != "template":
+            d["phrasing"], d["split"], d["explicit"] = self.phrasing, self.split, self.explicit
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "EditCase":
         if not isinstance(d, dict):
             raise ValueError("a case is a JSON object")
-        if d.get("version") != CASES_VERSION:
+        if d.get("version") not in READ_VERSIONS:
             raise ValueError(f"case version {d.get('version')!r} is not supported; write \"version\": {CASES_VERSION}")
         missing = [k for k in ("case_id", "kind", "instruction", "source", "ops") if k not in d]
         if missing:
@@ -108,7 +123,12 @@ class EditCase:
         target = Scene.from_dict(d["target"]).validate(world) if d.get("target") else apply_ops(source, ops, world)
         touched = tuple(tuple(int(x) for x in c) for c in d["touched"]) if d.get("touched") is not None \
             else touched_cells(source, ops, world)
-        return cls(str(d["case_id"]), d["kind"], str(d["instruction"]), source, target, touched, ops, world)
+        phrasing = d.get("phrasing", "template")
+        if phrasing not in PHRASINGS:
+            raise ValueError(f"phrasing {phrasing!r} is not one of {', '.join(PHRASINGS)}")
+        explicit = str(d["explicit"]) if d.get("explicit") is not None else None
+        return cls(str(d["case_id"]), d["kind"], str(d["instruction"]), source, target, touched, ops, world,
+                   phrasing, d.get("split"), explicit)
 
 
 # ----------------------------------------------------------------------------- semantics of ops
@@ -276,31 +296,68 @@ def _ops_for_kind(kind, scene, rng, world):
     except ValueError:
         return None
     joiner = (" and ", ", ")[int(rng.integers(2))]
-    return ops, joiner.join(m[1] for m in made), target
+    return ops, joiner.join(m[1] for m in made), target, [(m[0], m[2]) for m in made]
 
 
-def make_case(case_id: str, kind: str, rng: np.random.Generator, world: WorldConfig = DEFAULT_WORLD,
-              max_tries: int = 200) -> EditCase:
-    """One case of ``kind`` on a fresh random scene (scenes that cannot take the edit are redrawn)."""
+def _make_template(case_id, kind, rng, world, max_tries):
+    """(case, [(op, reference or None)]) of ``kind`` on a fresh random scene (scenes that cannot take the edit
+    are redrawn)."""
     for _ in range(max_tries):
         scene = random_scene(rng, world, n_objects=None if kind != "compound" else
                              int(rng.integers(max(2, world.min_objects), world.max_objects + 1)))
         made = _ops_for_kind(kind, scene, rng, world)
         if made is not None:
-            ops, instruction, target = made
-            return EditCase(case_id, kind, instruction, scene, target, touched_cells(scene, ops, world), ops, world)
+            ops, instruction, target, parts = made
+            case = EditCase(case_id, kind, instruction, scene, target, touched_cells(scene, ops, world), ops, world)
+            return case, parts
     raise RuntimeError(f"could not generate a {kind} case in {max_tries} tries; the world is too crowded or too small")
 
 
-def generate_cases(n: int, seed: int = 0, kinds=None, world: WorldConfig = DEFAULT_WORLD) -> list[EditCase]:
-    """``n`` cases, kinds cycling in order (balanced). Case ``i`` depends only on (seed, i, its kind), so a
-    shorter list is a prefix of a longer one."""
+def make_case(case_id: str, kind: str, rng: np.random.Generator, world: WorldConfig = DEFAULT_WORLD,
+              max_tries: int = 200) -> EditCase:
+    """One template case of ``kind`` on a fresh random scene (scenes that cannot take the edit are redrawn)."""
+    return _make_template(case_id, kind, rng, world, max_tries)[0]
+
+
+def _phrased_case(seed: int, i: int, kind: str, phrasing: str, split: str, world: WorldConfig) -> EditCase:
+    base_id = f"s{seed}-{i:05d}"
+    if phrasing == "template":
+        return make_case(base_id, kind, np.random.default_rng([seed, i]), world)
+    if phrasing == "paraphrase":
+        # the template case's scene and ops, reworded from a stream of its own
+        case, parts = _make_template(base_id + "p", kind, np.random.default_rng([seed, i]), world, 200)
+        text = paraphrase(parts, np.random.default_rng([seed, i, 1]), split)
+        return replace(case, instruction=text, phrasing="paraphrase", split=split, explicit=case.instruction)
+    if phrasing == "reasoning":
+        from .reasoning import make_reasoning_case
+
+        return make_reasoning_case(base_id + "r", kind, np.random.default_rng([seed, i, 2]), split, world)
+    raise ValueError(f"unknown phrasing {phrasing!r}; phrasings: {', '.join(PHRASINGS)}, mixed")
+
+
+def generate_cases(n: int, seed: int = 0, kinds=None, world: WorldConfig = DEFAULT_WORLD,
+                   phrasing: str = "template", split: str = "eval") -> list[EditCase]:
+    """``n`` cases, kinds cycling in order (balanced). Case ``i`` depends only on (seed, i, its kind, phrasing,
+    split), so a shorter list is a prefix of a longer one.
+
+    ``phrasing``: ``template`` (the editor's grammar), ``paraphrase`` (open wording of the template case with the
+    same seed and index: same scene, same ops), ``reasoning`` (what to change is read off the scene) or
+    ``mixed`` (the three in turn, each kind under each phrasing). ``split``: the wording pool of paraphrase and
+    reasoning cases: ``train`` never uses a held-out verb or frame, ``eval`` always uses at least one
+    (cogniedit.shapes.phrasing). Template cases ignore it."""
     kinds = tuple(kinds) if kinds else KINDS
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise ValueError(f"unknown kind(s) {bad}; kinds: {', '.join(KINDS)}")
-    return [make_case(f"s{seed}-{i:05d}", kinds[i % len(kinds)], np.random.default_rng([seed, i]), world)
-            for i in range(n)]
+    if phrasing not in PHRASINGS + ("mixed",):
+        raise ValueError(f"unknown phrasing {phrasing!r}; phrasings: {', '.join(PHRASINGS)}, mixed")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+    cases = []
+    for i in range(n):
+        chosen = PHRASINGS[(i // len(kinds)) % len(PHRASINGS)] if phrasing == "mixed" else phrasing
+        cases.append(_phrased_case(seed, i, kinds[i % len(kinds)], chosen, split, world))
+    return cases
 
 
 # ----------------------------------------------------------------------------- JSONL
