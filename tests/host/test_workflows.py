@@ -45,6 +45,24 @@ def object_info(server):
     return server.object_info()
 
 
+def test_every_pack_node_follows_one_naming_style(object_info):
+    """Display names "CogniEdit <Name>" (no suffix, no parentheses), categories "CogniEdit/<lower-case group>";
+    the node ids never change (saved workflows name them)."""
+    ours = {node_id: info for node_id, info in object_info.items() if info["python_module"].startswith("custom_nodes.comfyui-cogniedit")}
+    assert set(ours) == {"CogniEditInstructionDecompose", "CogniEditTokenFocus", "CogniEditSampler", "CogniEditGuider",
+                         "CogniEditSDESampler", "CogniEditLoader", "CogniEditShapeScene"}, sorted(ours)
+    for node_id, info in ours.items():
+        name, category = info["display_name"], info["category"]
+        assert name.startswith("CogniEdit ") and "(" not in name, f"{node_id}: display name {name!r}"
+        group = category.partition("/")[2]
+        assert category.startswith("CogniEdit/") and group and group == group.lower(), f"{node_id}: category {category!r}"
+
+
+def test_sampler_description_says_the_output_is_32_px_aligned(object_info):
+    description = object_info["CogniEditSampler"]["description"]
+    assert "Output size = source size" not in description and "multiple of 32 px" in description, description
+
+
 def test_examples_are_current_with_the_node_schemas(object_info):
     built = specs.build_all(object_info)
     on_disk = sorted(p.stem for p in specs.EXAMPLES.glob("*.json"))
