@@ -3,7 +3,7 @@ front end's UI format with widget order taken from a live server's /object_info.
 
 Regenerate after a node's inputs change (test_workflows.py fails and names this command):
 
-    /root/venvs/host/bin/python tests/host/workflow_specs.py http://127.0.0.1:8188
+    .venv/bin/python tests/host/workflow_specs.py http://127.0.0.1:8188
 
 Widget values are the schema defaults unless a spec sets them; links are given by input name (or, for an
 input a node does not have yet, the first free input of the link's type), so a renamed input shows up as a
