@@ -4,6 +4,8 @@ ComfyUI imports this package from ``custom_nodes/`` and awaits ``comfy_entrypoin
 Nothing here loads a model: node classes are registered, weights load when a node runs.
 """
 
+WEB_DIRECTORY = "./web"  # front-end extension: shows the reports nodes return as UI text on the node
+
 
 
 

@@ -5,7 +5,7 @@ Compares: plain torch SDPA (baseline), the override's structured form (text/imag
 separately, [B,1,1,Lk] bias), the dense [B,1,Lq,Lk] bias, and value scaling. Prints best-of wall times,
 ratios to the baseline and the extra bias memory; no threshold is asserted. CPU by default, CUDA if asked.
 
-    /root/venvs/core/bin/python bench/bench_focus.py [--image-tokens 1024] [--text 96] [--heads 4] [--device cpu]
+    .venv/bin/python bench/bench_focus.py [--image-tokens 1024] [--text 96] [--heads 4] [--device cpu]
 """
 
 from __future__ import annotations

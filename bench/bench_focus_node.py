@@ -7,7 +7,7 @@ focus-weights file and read back through cogniedit.focus.weights_file). Runs are
 process-CPU times and their ratios are printed. Targets: <= 1.05x training-free, <= 1.15x learned. No threshold
 is asserted.
 
-    /root/venvs/host/bin/python bench/bench_focus_node.py [--model qwen|flux|ip2p] [--steps 6] [--repeats 7] [--latent 16]
+    .venv/bin/python bench/bench_focus_node.py [--model qwen|flux|ip2p] [--steps 6] [--repeats 7] [--latent 16]
         [--attention pytorch|default]
 """
 

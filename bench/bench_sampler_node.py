@@ -5,7 +5,7 @@ Baseline (core): VAEEncode -> ReferenceLatent (positive, negative) -> RandomNois
 conditioning and settings (focus off, eta 0). Both results are checked to be identical. Prints best-of-N wall
 times (measured interleaved, so machine load hits both alike) and the ratio; target <= 1.02. No threshold is asserted.
 
-    /root/venvs/host/bin/python bench/bench_sampler_node.py [--model qwen|flux] [--steps 20] [--repeats 15] [--size 128]
+    .venv/bin/python bench/bench_sampler_node.py [--model qwen|flux] [--steps 20] [--repeats 15] [--size 128]
 """
 
 from __future__ import annotations

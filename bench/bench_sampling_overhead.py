@@ -4,7 +4,7 @@ Model: a tiny random diffusers QwenImageTransformer2DModel (the real architectur
 packed latents as the diffusers pipeline uses them. Prints wall times (best of --repeats) and ratios against
 the hand-rolled Euler loop measured in this same run; no threshold is asserted.
 
-    /root/venvs/core/bin/python bench/bench_sampling_overhead.py [--steps 20] [--repeats 5] [--size 32]
+    .venv/bin/python bench/bench_sampling_overhead.py [--steps 20] [--repeats 5] [--size 32]
 """
 
 from __future__ import annotations

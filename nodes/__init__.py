@@ -28,5 +28,12 @@ def all_nodes() -> list[type[io.ComfyNode]]:
 
 
 class CogniEditExtension(ComfyExtension):
+    async def on_load(self) -> None:
+        import folder_paths
+
+        from .example_input import install_example_image
+
+        install_example_image(folder_paths.get_input_directory())
+
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return all_nodes()

@@ -148,8 +148,8 @@ class InstructionDecompose(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="CogniEditInstructionDecompose",
-            display_name="Instruction Decompose (CogniEdit)",
-            category="CogniEdit",
+            display_name="CogniEdit Instruction Decompose",
+            category="CogniEdit/decompose",
             description="Turns the source image and an editing instruction into explicit directives: an enriched "
             "instruction, the targets to edit, and the colour/position/count phrases to focus on. 'rules' needs no "
             "model; the model backends fall back to the rules (with a warning in the report) when they fail.",

@@ -138,7 +138,7 @@ class CogniEditLoader(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="CogniEditLoader",
-            display_name="CogniEdit Loader (LoRA + focus weights)",
+            display_name="CogniEdit Loader",
             category="CogniEdit/loaders",
             description="Applies a CogniEdit-trained LoRA with ComfyUI's LoRA loader (refusing a LoRA made for "
             "another base model) and loads the matching focus weights for the Token Focus node.",

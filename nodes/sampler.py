@@ -227,7 +227,7 @@ class CogniEditSDESampler(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="CogniEditSDESampler",
-            display_name="CogniEdit Flow Sampler (SDE)",
+            display_name="CogniEdit SDE Sampler",
             category="CogniEdit/sampling",
             description="The flow-matching sampler the CogniEdit trainer rolls out with, for SamplerCustomAdvanced: "
             "eta 0 is deterministic Euler (identical to core euler), eta > 0 the Flow-GRPO SDE.",
@@ -253,7 +253,8 @@ class CogniEditSampler(io.ComfyNode):
             category="CogniEdit/sampling",
             description="All-in-one edit sampler: encodes the source image at its own size (32-px aligned, no "
             "resize), adds it as the model's reference latent, and samples with core machinery (progress bar, "
-            "previews). Output size = source size. Focus off: same result as KSampler (euler, chosen scheduler).",
+            "previews). Output size = the source cropped (align crop) or padded (align pad) to a multiple of 32 px. "
+            "Focus off: same result as KSampler (euler, chosen scheduler).",
             inputs=[
                 io.Model.Input("model", tooltip="The edit model (Qwen-Image-Edit, Flux Kontext), with LoRA if any."),
                 io.Conditioning.Input("positive", tooltip="Instruction conditioning. If it already carries a "
@@ -288,7 +289,7 @@ class CogniEditSampler(io.ComfyNode):
                               "enriched instruction (Qwen-Image: with the source image as vision input)."),
             ],
             outputs=[
-                io.Latent.Output(display_name="latent", tooltip="The edited latent, same size as the source."),
+                io.Latent.Output(display_name="latent", tooltip="The edited latent, the size of the 32-px-aligned source."),
                 io.String.Output(display_name="report", tooltip="Seed, steps, sigmas, shift, size, focus."),
             ],
         )

@@ -13,8 +13,8 @@ class ShapeEditScene(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="CogniEditShapeScene",
-            display_name="ShapeEdit Scene (CogniEdit)",
-            category="CogniEdit/ShapeEdit",
+            display_name="CogniEdit ShapeEdit Scene",
+            category="CogniEdit/shapeedit",
             description="Renders a random scene of the ShapeEdit world (coloured shapes on a grid), "
             "the embedded benchmark of CogniEdit. Same seed, same scene.",
             inputs=[

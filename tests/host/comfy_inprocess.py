@@ -57,7 +57,7 @@ def bootstrap(comfyui_root) -> types.SimpleNamespace:
         import pytest
 
         pytest.skip(f"ComfyUI's requirement {error.name!r} is not installed in {sys.executable}; run the host "
-                    "tier with the Python that runs ComfyUI (/root/venvs/host/bin/python)")
+                    "tier with the Python that runs ComfyUI (.venv/bin/python after scripts/setup_env.sh)")
     if not str(nodes.__file__).startswith(root):
         raise RuntimeError(f"'nodes' resolved to {nodes.__file__}, not ComfyUI's nodes.py under {root}")
     return types.SimpleNamespace(

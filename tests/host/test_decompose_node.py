@@ -29,7 +29,7 @@ def node(comfyui_root):
         if (Path(comfyui_root) / top).exists() or (Path(comfyui_root) / f"{top}.py").exists():
             raise  # part of ComfyUI itself is missing: a real failure
         pytest.skip(f"ComfyUI's requirement {error.name!r} is not installed in this Python; run the host tier "
-                    "with the Python that runs ComfyUI (/root/venvs/host/bin/python)")
+                    "with the Python that runs ComfyUI (.venv/bin/python after scripts/setup_env.sh)")
     return pack_module("nodes.decompose").InstructionDecompose
 
 

@@ -12,6 +12,8 @@ import copy
 import io
 import json
 import sys
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,14 +27,13 @@ from ui_to_api import FRONTEND_ONLY, WorkflowError, convert  # noqa: E402
 pytestmark = pytest.mark.host
 
 NAMES = sorted(specs.WORKFLOWS)
-DEFAULT_FILES = frozenset({specs.QWEN_2509, specs.QWEN_2511, specs.QWEN_TE, specs.QWEN_VAE, specs.KONTEXT,
-                           specs.CLIP_L, specs.T5, specs.FLUX_VAE, specs.LORA_2511, specs.FOCUS_2511,
-                           specs.SOURCE_IMAGE})
+DEFAULT_FILES = frozenset(specs.COMFY_ORG_FILES) | {specs.SOURCE_IMAGE}
+FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf", ".png", ".jpg", ".jpeg", ".webp")
 CORE_MODULES = ("nodes", "comfy_extras.")
 
 
 def load(name: str) -> dict:
-    return json.loads((specs.EXAMPLES / f"{name}.json").read_text(encoding="utf-8"))
+    return json.loads(specs.example_path(name).read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +46,29 @@ def object_info(server):
     return server.object_info()
 
 
+def test_every_pack_node_follows_one_naming_style(object_info):
+    """Display names "CogniEdit <Name>" (no suffix, no parentheses), categories "CogniEdit/<lower-case group>";
+    the node ids never change (saved workflows name them)."""
+    ours = {node_id: info for node_id, info in object_info.items() if info["python_module"].startswith("custom_nodes.comfyui-cogniedit")}
+    assert set(ours) == {"CogniEditInstructionDecompose", "CogniEditTokenFocus", "CogniEditSampler", "CogniEditGuider",
+                         "CogniEditSDESampler", "CogniEditLoader", "CogniEditShapeScene"}, sorted(ours)
+    for node_id, info in ours.items():
+        name, category = info["display_name"], info["category"]
+        assert name.startswith("CogniEdit ") and "(" not in name, f"{node_id}: display name {name!r}"
+        group = category.partition("/")[2]
+        assert category.startswith("CogniEdit/") and group and group == group.lower(), f"{node_id}: category {category!r}"
+
+
+def test_sampler_description_says_the_output_is_32_px_aligned(object_info):
+    description = object_info["CogniEditSampler"]["description"]
+    assert "Output size = source size" not in description and "multiple of 32 px" in description, description
+
+
 def test_examples_are_current_with_the_node_schemas(object_info):
     built = specs.build_all(object_info)
     on_disk = sorted(p.stem for p in specs.EXAMPLES.glob("*.json"))
-    assert on_disk == NAMES, f"example_workflows/ holds {on_disk}, the specs define {NAMES}"
-    stale = [name for name, workflow in built.items() if specs.dumps(workflow) != (specs.EXAMPLES / f"{name}.json").read_text()]
+    assert on_disk == sorted(specs.FILE_NAMES.values()), f"example_workflows/ holds {on_disk}, the specs define {specs.FILE_NAMES}"
+    stale = [name for name, workflow in built.items() if specs.dumps(workflow) != specs.example_path(name).read_text()]
     assert not stale, (f"{stale} differ from what the node schemas give; regenerate with "
                        "`python tests/host/workflow_specs.py <server url>` and review the diff")
 
@@ -58,7 +77,7 @@ def test_each_workflow_has_a_same_name_jpg_thumbnail():
     from PIL import Image
 
     for name in NAMES:
-        thumb = specs.EXAMPLES / f"{name}.jpg"
+        thumb = specs.example_path(name, ".jpg")
         assert thumb.is_file(), f"{thumb.name} missing (the template browser shows <name>.jpg)"
         with Image.open(thumb) as image:
             assert image.format == "JPEG" and min(image.size) >= 64
@@ -66,17 +85,55 @@ def test_each_workflow_has_a_same_name_jpg_thumbnail():
 
 def test_workflows_are_served_as_templates(server):
     listed = server.get("/workflow_templates")
-    pack = next((key for key, names in listed.items() if set(NAMES) <= set(names)), None)
+    titles = sorted(specs.FILE_NAMES.values())
+    pack = next((key for key, names in listed.items() if set(titles) <= set(names)), None)
     assert pack, f"/workflow_templates does not list our workflows: {listed}"
-    assert sorted(listed[pack]) == NAMES, "another example folder (e.g. workflows/) would list duplicates"
+    assert sorted(listed[pack]) == titles, "another example folder (e.g. workflows/) would list duplicates"
     for name in NAMES:
-        served = json.loads(urllib_get(f"{server.url}/api/workflow_templates/{pack}/{name}.json"))
+        quoted = urllib.parse.quote(specs.FILE_NAMES[name])
+        served = json.loads(urllib_get(f"{server.url}/api/workflow_templates/{pack}/{quoted}.json"))
         assert served == load(name)
+        assert urllib_get(f"{server.url}/api/workflow_templates/{pack}/{quoted}.jpg")[:3] == b"\xff\xd8\xff"
+
+
+def test_template_titles_are_short_and_readable():
+    for title in specs.FILE_NAMES.values():  # the card shows about 35 characters before cutting the title
+        assert title.startswith("CogniEdit ") and len(title) <= 35 and "_" not in title, title
+
+
+def test_the_example_image_ships_and_the_pack_puts_it_into_the_input_folder(object_info):
+    import numpy as np
+    from PIL import Image
+
+    shipped = specs.EXAMPLES / specs.SOURCE_IMAGE
+    with Image.open(shipped) as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), specs.source_image_array()), \
+            "the shipped image is not what workflow_specs renders; regenerate with workflow_specs.py"
+    choices = object_info["LoadImage"]["input"]["required"]["image"]
+    choices = choices[1]["options"] if choices[0] == "COMBO" else choices[0]
+    assert specs.SOURCE_IMAGE in choices, "the pack did not copy its example image into ComfyUI's input folder"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_file_an_example_names_ships_or_is_a_listed_comfy_org_download(name):
+    workflow = load(name)
+    note = next(n for n in workflow["nodes"] if n["type"] == "MarkdownNote")["widgets_values"][0]
+    for node in workflow["nodes"]:
+        if node["type"] == "MarkdownNote":
+            continue
+        files = [v for v in node.get("widgets_values", []) if isinstance(v, str) and v.lower().endswith(FILE_SUFFIXES)]
+        for file in files:
+            if file == specs.SOURCE_IMAGE:
+                assert (specs.EXAMPLES / file).is_file(), file
+                continue
+            assert file in specs.COMFY_ORG_FILES, f"{node['type']} names {file}: neither shipped nor a Comfy-Org download"
+            assert f"`{file}`" in note, f"the note does not list {file}"
+            folder, url = specs.COMFY_ORG_FILES[file]
+            assert {"name": file, "url": url + file, "directory": folder} in node["properties"].get("models", []), \
+                f"{node['type']}: properties.models lacks {file} (the missing-models panel would say folder Unknown)"
 
 
 def urllib_get(url: str) -> bytes:
-    import urllib.request
-
     with urllib.request.urlopen(url, timeout=30) as response:
         return response.read()
 
@@ -156,3 +213,14 @@ def test_tiny_variant_runs_to_an_output_image(server, object_info, name):
     assert "focus: off" not in report, f"the focus patch did not reach the sampler:\n{report}"
     if name == "cogniedit_qwen_image_edit_2511_lora_focus":
         assert "learned" in report
+
+
+def test_the_example_image_is_copied_once_and_never_over_a_users_file(comfy, tmp_path):
+    from comfy_inprocess import pack_module
+
+    install = pack_module("nodes.example_input").install_example_image
+    written = install(tmp_path)
+    assert written == tmp_path / specs.SOURCE_IMAGE
+    assert written.read_bytes() == (specs.EXAMPLES / specs.SOURCE_IMAGE).read_bytes()
+    written.write_bytes(b"the user's own picture")
+    assert install(tmp_path) is None and written.read_bytes() == b"the user's own picture"

@@ -3,7 +3,7 @@ front end's UI format with widget order taken from a live server's /object_info.
 
 Regenerate after a node's inputs change (test_workflows.py fails and names this command):
 
-    /root/venvs/host/bin/python tests/host/workflow_specs.py http://127.0.0.1:8188
+    .venv/bin/python tests/host/workflow_specs.py http://127.0.0.1:8188
 
 Widget values are the schema defaults unless a spec sets them; links are given by input name (or, for an
 input a node does not have yet, the first free input of the link's type), so a renamed input shows up as a
@@ -33,16 +33,31 @@ KONTEXT = "flux1-dev-kontext_fp8_scaled.safetensors"
 CLIP_L = "clip_l.safetensors"
 T5 = "t5xxl_fp8_e4m3fn_scaled.safetensors"
 FLUX_VAE = "ae.safetensors"
-# What the CogniEdit trainer is expected to write (docs/workflows.md names them).
-LORA_2511 = "cogniedit_qwen_image_edit_2511_lora.safetensors"
-FOCUS_2511 = "cogniedit_qwen_image_edit_2511_focus.safetensors"
+# Where Comfy-Org publishes them (as in ComfyUI's own templates): the loaders carry these as properties.models,
+# so the front end's missing-models panel names each file's folder and offers its download.
+COMFY_ORG_FILES = {
+    QWEN_2509: ("diffusion_models", "https://huggingface.co/Comfy-Org/Qwen-Image-Edit_ComfyUI/resolve/main/split_files/diffusion_models/"),
+    QWEN_2511: ("diffusion_models", "https://huggingface.co/Comfy-Org/Qwen-Image-Edit_ComfyUI/resolve/main/split_files/diffusion_models/"),
+    QWEN_TE: ("text_encoders", "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/text_encoders/"),
+    QWEN_VAE: ("vae", "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/vae/"),
+    KONTEXT: ("diffusion_models", "https://huggingface.co/Comfy-Org/flux1-kontext-dev_ComfyUI/resolve/main/split_files/diffusion_models/"),
+    CLIP_L: ("text_encoders", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/"),
+    T5: ("text_encoders", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/"),
+    FLUX_VAE: ("vae", "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/"),
+}
+# The LoRA and focus weights are the user's own training run's (any names): the Loader starts at "(none)".
+NO_FILE = "(none)"
+# Ships with the pack (example_workflows/); the pack copies it into ComfyUI's input folder when it loads.
 SOURCE_IMAGE = "cogniedit_example.png"
-# Empty stand-ins named like the real model files (test servers only, never loaded: only tiny variants run),
-# so the front end shows the examples as a user with the models installed sees them.
+# Files named like the real models (test servers only, never loaded: only tiny variants run), so the front end
+# shows the examples as a user with the models installed sees them.
 PLACEHOLDERS = {"diffusion_models": [QWEN_2509, QWEN_2511, KONTEXT], "text_encoders": [QWEN_TE, CLIP_L, T5],
-                "vae": [QWEN_VAE, FLUX_VAE], "loras": [LORA_2511], "cogniedit": [FOCUS_2511]}
-INSTRUCTION = "Change the color of the left cup to red and add two more cups."
+                "vae": [QWEN_VAE, FLUX_VAE]}
+# Matches the source image: colour ("red"), position ("left") and count ("two") in one edit.
+INSTRUCTION = "Make the left blue circle red and add two yellow triangles in the bottom row."
 SEED = 42
+# Lines a report box shows without scrolling (the reports of a run; the browser test checks they fit).
+REPORT_LINES = {"decompose": 7, "focus_report": 13, "report": 16}
 
 
 def qwen_base(unet: str) -> list[dict]:
@@ -91,9 +106,10 @@ def cogniedit_branch(model: str, backend: str, clip: str | None, image: str, foc
              widgets={"seed": SEED, "steps": 20, "cfg": cfg},
              links=sampler_links),
         dict(key="decode", type="VAEDecode", col=col + 2, row=0, links={"samples": ("sampler", 0), "vae": ("vae", 0)}),
-        dict(key="save", type="SaveImage", col=col + 2, row=1, widgets={"filename_prefix": "CogniEdit/edit"},
+        # Its own column: after a run it grows to show the edited image.
+        dict(key="save", type="SaveImage", col=col + 3, row=0, widgets={"filename_prefix": "CogniEdit/edit"},
              links={"images": ("decode", 0)}),
-        dict(key="report", type="PreviewAny", col=col + 2, row=2, title="Sampler report", links={"source": ("sampler", 1)}),
+        dict(key="report", type="PreviewAny", col=col + 2, row=1, title="Sampler report", links={"source": ("sampler", 1)}),
     ]
 
 
@@ -104,7 +120,7 @@ def qwen_no_download() -> list[dict]:
 def qwen_lora() -> list[dict]:
     nodes = qwen_base(QWEN_2511) + [
         dict(key="loader", type="CogniEditLoader", col=3, row=0,
-             widgets={"lora_name": LORA_2511, "focus_weights": FOCUS_2511}, links={"model": ("cfgnorm", 0)}),
+             widgets={"lora_name": NO_FILE, "focus_weights": NO_FILE}, links={"model": ("cfgnorm", 0)}),
     ]
     return nodes + cogniedit_branch("loader", "text_encoder", "clip", "scaled", focus_weights=("loader", 1), col=4)
 
@@ -145,11 +161,44 @@ def compare() -> list[dict]:
         if node["key"] == "save":
             node["links"] = {"images": ("stitch", 0)}
             node["widgets"] = {"filename_prefix": "CogniEdit/compare"}
-            node["col"], node["row"] = 6, 1
+            node["col"], node["row"] = 6, 0
     nodes.append(dict(key="stitch", type="ImageStitch", col=5, row=4, title="Plain | CogniEdit",
                       widgets={"direction": "right", "match_image_size": True, "spacing_width": 16},
                       links={"image1": ("plain_decode", 0), "image2": ("decode", 0)}))
     return nodes
+
+
+# The template browser shows the file name as the title (custom-node templates have no other): short, readable.
+FILE_NAMES = {
+    "cogniedit_qwen_image_edit_2509_no_download": "CogniEdit Qwen-Image-Edit 2509",
+    "cogniedit_qwen_image_edit_2511_lora_focus": "CogniEdit Qwen-Image-Edit 2511 LoRA",
+    "cogniedit_flux_kontext": "CogniEdit Flux Kontext",
+    "cogniedit_compare_plain_vs_cogniedit": "CogniEdit vs plain Qwen-Image-Edit",
+}
+
+
+def example_path(name: str, suffix: str = ".json") -> Path:
+    """example_workflows/<file name><suffix> of the workflow with key ``name``."""
+    return EXAMPLES / f"{FILE_NAMES[name]}{suffix}"
+
+
+def source_image_array():
+    """The shipped source image (uint8 HxWx3): a ShapeEdit scene, rendered at 480 px, that INSTRUCTION fits."""
+    from cogniedit.shapes.render import render_scene
+    from cogniedit.shapes.scene import Scene, ShapeObject, WorldConfig
+
+    world = WorldConfig(cell=160, object_size=120)
+    scene = Scene((ShapeObject(1, 0, "circle", "blue", 120), ShapeObject(1, 2, "circle", "blue", 120),
+                   ShapeObject(0, 1, "square", "green", 120)))
+    return render_scene(scene.validate(world), world)
+
+
+def write_source_image() -> Path:
+    from PIL import Image
+
+    from cogniedit.atomic_io import atomic_save
+
+    return atomic_save(EXAMPLES / SOURCE_IMAGE, lambda tmp: Image.fromarray(source_image_array()).save(tmp, "PNG"))
 
 
 WORKFLOWS = {
@@ -159,6 +208,7 @@ WORKFLOWS = {
     "cogniedit_compare_plain_vs_cogniedit": compare,
 }
 
+SOURCE_NOTE = f"\nLoad Image starts with `{SOURCE_IMAGE}` (ships with the pack): load your own image there.\n"
 QWEN_FILES = f"""
 | folder under ComfyUI/models | file |
 | --- | --- |
@@ -166,15 +216,17 @@ QWEN_FILES = f"""
 | text_encoders | `{QWEN_TE}` (CLIPLoader type qwen_image) |
 | vae | `{QWEN_VAE}` |
 """
-NOTES = {
+NOTES = {  # + SOURCE_NOTE, below
     "cogniedit_qwen_image_edit_2509_no_download": "## CogniEdit: Qwen-Image-Edit-2509, no extra download\n"
     "Instruction Decompose runs on the loaded Qwen2.5-VL (falls back to the built-in rules when the encoder cannot "
     "generate text; see its report), Token Focus adds training-free attention focus on the colour/position/count "
     "words. Only the Comfy-Org files below are needed.\n" + QWEN_FILES.format(unet=QWEN_2509) +
-    "\nLoad your image in **Load Image**, write the instruction in **Instruction**, press Run.",
+    "\nLoad your image in **Load Image**, write the instruction in **Instruction**, press Run.\n",
     "cogniedit_qwen_image_edit_2511_lora_focus": "## CogniEdit: Qwen-Image-Edit-2511 + trained LoRA and focus weights\n"
     "Full CogniEdit: the Dense-GRPO LoRA and the learned Token Focus weights from the same training run.\n"
-    + QWEN_FILES.format(unet=QWEN_2511) + f"| loras | `{LORA_2511}` |\n| cogniedit | `{FOCUS_2511}` |\n",
+    + QWEN_FILES.format(unet=QWEN_2511) + "| loras | the LoRA your training run wrote |\n"
+    "| cogniedit | the focus weights of the same run |\n\nPick both in the **CogniEdit Loader** (they start at "
+    "(none)); the trainer is `python -m training.grpo` (the pack's docs/training.md).\n",
     "cogniedit_flux_kontext": "## CogniEdit: Flux.1 Kontext dev\n"
     "Rule-based decomposition (no vision-language model needed), training-free Token Focus on the T5 tokens, "
     "cfg 1 with FluxGuidance 2.5.\n\n| folder under ComfyUI/models | file |\n| --- | --- |\n"
@@ -184,8 +236,13 @@ NOTES = {
     "Left: the core KSampler edit. Right: the same model, seed and steps with CogniEdit's decomposition and "
     "Token Focus. The saved image shows both side by side.\n" + QWEN_FILES.format(unet=QWEN_2509),
 }
+NOTES = {name: text + SOURCE_NOTE for name, text in NOTES.items()}
 
-COL_WIDTH, NODE_WIDTH, GAP = 400, 340, 50
+NODE_WIDTH, REPORT_WIDTH, COL_GAP, GAP = 340, 560, 60, 50
+# Heights the front end gives what the schema does not show: its text preview (Preview Any, and the pack's
+# Decompose report, web/cogniedit_reports.js) and that preview's Markdown/Plain toggle.
+REPORT_LINE, REPORT_PADDING, PREVIEW_TOGGLE = 21, 24, 28  # text-sm at leading-normal: 21 px a line
+REPORT_NODE_TYPES = {"PreviewAny", "CogniEditInstructionDecompose"}
 
 
 def widget_default(spec_input):
@@ -198,12 +255,20 @@ def widget_default(spec_input):
 
 
 def stack_columns(nodes: list[dict], ui_nodes: dict) -> None:
-    """Each column's nodes top to bottom in row order, GAP apart (sizes are estimates that err on the tall side)."""
+    """Columns left to right, each as wide as its widest node plus COL_GAP; each column's nodes top to bottom in
+    row order, GAP apart (sizes are estimates that err on the tall side; the browser test checks no overlap)."""
+    widths: dict[int, float] = {}
+    for n in nodes:
+        widths[n["col"]] = max(widths.get(n["col"], 0), ui_nodes[n["key"]]["size"][0])
+    lefts, x = {}, 40
+    for col in range(max(widths) + 1):
+        lefts[col] = x
+        x += widths.get(col, NODE_WIDTH) + COL_GAP
     tops: dict[int, float] = {}
     for n in sorted(nodes, key=lambda n: (n["col"], n["row"])):
         node = ui_nodes[n["key"]]
         top = tops.get(n["col"], 40)
-        node["pos"][1] = top
+        node["pos"] = [lefts[n["col"]], top]
         tops[n["col"]] = top + node["size"][1] + GAP
 
 
@@ -239,10 +304,15 @@ def build(nodes: list[dict], object_info: dict, notes: str = "") -> dict:
         sockets = sum(not i.is_widget for i in spec.inputs)
         height = 40 + 22 * max(sockets, len(outputs)) + 28 * len(spec.widgets) + \
             80 * sum(bool(w.options.get("multiline")) for w in spec.widgets)
+        if n["type"] in REPORT_NODE_TYPES:
+            height += REPORT_PADDING + REPORT_LINE * REPORT_LINES.get(n["key"], 6) + PREVIEW_TOGGLE
+        models = [{"name": v, "url": COMFY_ORG_FILES[v][1] + v, "directory": COMFY_ORG_FILES[v][0]}
+                  for v in values if isinstance(v, str) and v in COMFY_ORG_FILES]
         ui_nodes[n["key"]] = {
-            "id": ids[n["key"]], "type": n["type"], "pos": [40 + n["col"] * COL_WIDTH, 0],
-            "size": [NODE_WIDTH, height], "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": outputs,
-            "properties": {"Node name for S&R": n["type"], **({"cnr_id": PACK_ID} if n["type"].startswith("CogniEdit") else {})},
+            "id": ids[n["key"]], "type": n["type"], "pos": [0, 0],
+            "size": [REPORT_WIDTH if n["type"] in REPORT_NODE_TYPES else NODE_WIDTH, height], "flags": {}, "order": 0, "mode": 0, "inputs": inputs, "outputs": outputs,
+            "properties": {"Node name for S&R": n["type"], **({"cnr_id": PACK_ID} if n["type"].startswith("CogniEdit") else {}),
+                           **({"models": models} if models else {})},
             "widgets_values": values, **({"title": n["title"]} if n.get("title") else {}),
         }
 
@@ -292,7 +362,7 @@ def write_all(object_info: dict, folder: Path = EXAMPLES) -> list[Path]:
     folder.mkdir(exist_ok=True)
     written = []
     for name, workflow in build_all(object_info).items():
-        path = folder / f"{name}.json"
+        path = folder / f"{FILE_NAMES[name]}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(dumps(workflow), encoding="utf-8")
         os.replace(tmp, path)
@@ -303,8 +373,10 @@ def write_all(object_info: dict, folder: Path = EXAMPLES) -> list[Path]:
 if __name__ == "__main__":
     import urllib.request
 
+    sys.path.insert(1, str(REPO))  # cogniedit, for the source image
+
     url = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8188"
     with urllib.request.urlopen(url.rstrip("/") + "/object_info", timeout=60) as response:
         info = json.load(response)
-    for written in write_all(info):
+    for written in write_all(info) + [write_source_image()]:
         print(written)

@@ -8,7 +8,7 @@ temporary --base-directory holding custom_nodes/<pack> -> this repository and th
 from __future__ import annotations
 
 import atexit
-import io
+import json
 import os
 import shutil
 import signal
@@ -24,7 +24,6 @@ import pytest
 from comfy_client import ComfyClient
 
 REPO = Path(__file__).resolve().parents[3]
-SOURCE_IMAGE_SIZE = (96, 80)  # width, height: not a multiple of 32, so the sampler's crop path runs too
 
 
 class Server(ComfyClient):
@@ -35,19 +34,6 @@ class Server(ComfyClient):
         super().__init__(url)
         self.models_dir, self.input_dir = Path(models_dir), input_dir
         self.placeholders = False  # True: empty files named like the real models are listed (own server only)
-
-
-def source_png() -> bytes:
-    """The example source image: a ShapeEdit-like picture (coloured shapes), small for the tiny models."""
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", SOURCE_IMAGE_SIZE, (235, 235, 230))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((8, 20, 38, 50), fill=(40, 90, 200))
-    draw.rectangle((52, 18, 84, 52), fill=(230, 180, 30))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def _free_port() -> int:
@@ -105,7 +91,7 @@ def _start_own(comfyui_root: Path, prepare_models) -> Server:
 
 
 def workflow_server(request, comfyui_root: Path) -> Server:
-    """The live server with the tiny files written and the example source image uploaded."""
+    """The live server with the tiny files written (the example source image comes with the pack)."""
     if "ready" in _OWN:
         return _OWN["ready"]
     from comfy_inprocess import bootstrap
@@ -131,7 +117,8 @@ def workflow_server(request, comfyui_root: Path) -> Server:
     except pytest.FixtureLookupError:
         server = _start_own(comfyui_root, prepare_models)
 
-    uploaded = server.upload_image(SOURCE_IMAGE, source_png())
-    assert uploaded.get("name") == SOURCE_IMAGE, uploaded
+    # The pack itself copies the examples' source image into the input folder when it loads (nodes/example_input.py).
+    listed = server.get("/object_info/LoadImage")["LoadImage"]["input"]["required"]["image"]
+    assert SOURCE_IMAGE in json.dumps(listed), f"{SOURCE_IMAGE} is not in the server's input folder: {listed}"
     _OWN["ready"] = server
     return server
