@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from .config import ConfigError
 log = logging.getLogger(__name__)
 
 MIN_DECOMPOSITIONS_BEFORE_STOP = 8
+MAX_NOTE_CHARS = 300
 
 
 def folder_fingerprint(folder) -> list:
@@ -123,17 +126,21 @@ class RolloutDecomposer:
         self.max_fallback_frac = float(max_fallback_frac)
         self.results: dict = {}
         self.first_fallback = ""
+        self.seconds = self._seconds_reported = 0.0  # spent decomposing (in the rollout time of the step)
 
     def decomposition(self, case):
         from cogniedit.decompose import decompose
 
         result = self.results.get(case.case_id)
         if result is None:
+            started = time.perf_counter()
             result = decompose(source_image(case), case.instruction, backend=self.backend, settings=self.settings,
                                cache=self.cache)
+            self.seconds += time.perf_counter() - started
             self.results[case.case_id] = result
             if result.source == "fallback" and not self.first_fallback:
-                self.first_fallback = "; ".join(result.warnings)[:300]
+                note = "; ".join(result.warnings)
+                self.first_fallback = note if len(note) <= MAX_NOTE_CHARS else note[:MAX_NOTE_CHARS - 1] + "…"
             self._check_fallbacks()
         return result
 
@@ -154,8 +161,11 @@ class RolloutDecomposer:
         return {"used": sum(s != "fallback" for s in sources), "fallback": sources.count("fallback")}
 
     def step_metrics(self, cases) -> dict:
+        """This step's cases used / fallen back, and the seconds spent decomposing since the last step."""
         counts = self.counts(cases)
-        return {"decompose/used": counts["used"], "decompose/fallback": counts["fallback"]}
+        seconds, self._seconds_reported = self.seconds - self._seconds_reported, self.seconds
+        return {"decompose/used": counts["used"], "decompose/fallback": counts["fallback"],
+                "time_decompose_s": seconds}
 
     def summary(self) -> str:
         counts = self.counts()
@@ -182,3 +192,38 @@ def build_decomposer(config: dict, out: Path) -> RolloutDecomposer | None:
     cache = section["cache_dir"] or Path(config["data"]["cache_dir"] or Path(out) / "cache") / "decompose"
     return RolloutDecomposer(build_backend(section), settings_from(section), Path(cache),
                              float(section["max_fallback_frac"]), section["backend"])
+
+
+def prefill(config: dict) -> str:
+    """Decompose every case of the run's data into its cache (so a timed run spends no time decomposing)."""
+    from .grpo import load_cases
+
+    decomposer = build_decomposer(config, Path(config["output_dir"]))
+    if decomposer is None:
+        raise ConfigError("decompose.enabled is false: nothing to decompose; set --set decompose.enabled=true")
+    cases = load_cases(config["data"])
+    for i, case in enumerate(cases):
+        decomposer.decomposition(case)
+        if (i + 1) % 100 == 0:
+            log.info("%d of %d cases decomposed", i + 1, len(cases))
+    return decomposer.summary()
+
+
+def main(argv=None) -> int:
+    """``python -m training.decomposition --config C [--set a.b=c ...]``: fill the run's decomposition cache."""
+    from . import cli
+    from .config import load_config
+    from .grpo import parse_args
+
+    argv = sys.argv[1:] if argv is None else argv
+
+    def body() -> int:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        args, overrides = parse_args(argv)
+        print(prefill(load_config(args.config, overrides)))
+        return 0
+    return cli.run(body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

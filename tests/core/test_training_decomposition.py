@@ -206,6 +206,23 @@ def test_model_answers_condition_rollouts_once_per_case_and_resume_is_exact(edit
     assert len(list((broken / "cache" / "decompose").glob("*.json"))) == 2
 
 
+def test_prefill_fills_the_cache_a_run_then_reads(editor_file, tmp_path, echo_server, capsys):
+    from training.decomposition import main as prefill_main
+
+    cases_file = _cases_file(tmp_path)
+    _serve(echo_server, PARAPHRASES)
+    args = _args(editor_file, tmp_path / "out", cases_file, steps=1, extra=_http(echo_server))
+    assert prefill_main(_flags(args)) == 0
+    assert "2 cases, 2 used, 0 fell back" in capsys.readouterr().out and len(echo_server.requests) == 2
+    trainer = Trainer(load_config(None, args))
+    trainer.train()
+    assert len(echo_server.requests) == 2 and trainer.decomposer.cache.hits == 2
+    assert _metrics(tmp_path / "out")[0]["decompose/used"] == 2
+    off = _args(editor_file, tmp_path / "out", cases_file, steps=1)
+    assert prefill_main(_flags(off)) == 2  # decompose.enabled=false: one line
+    assert "decompose.enabled is false" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------ fallbacks
 def _closed_port_url() -> str:
     with socket.socket() as s:
