@@ -223,6 +223,43 @@ def test_prefill_fills_the_cache_a_run_then_reads(editor_file, tmp_path, echo_se
     assert "decompose.enabled is false" in capsys.readouterr().err
 
 
+def test_lora_and_learned_focus_trained_on_decompositions_edit_as_the_editor_at_inference(editor_file, tmp_path,
+                                                                                           echo_server):
+    """The run's files, loaded as evaluation loads them with decomposition on, give the trainer policy's edit of
+    its own (decomposed) conditioning text, learned focus included."""
+    import contextlib
+
+    from cogniedit.shapes.editor import load_editor
+
+    _serve(echo_server, PARAPHRASES)
+    out = tmp_path / "out"
+    focus = ["focus.enabled=true", "focus.blocks=all", "focus.xi=2", "focus.window=6", "focus.strength=2.0"]
+    args = _args(editor_file, out, _cases_file(tmp_path), extra=_http(echo_server, *focus))
+    trainer = Trainer(load_config(None, args))
+    trainer.train()
+    cases = trainer.cases
+    images = np.stack([source_image(c) for c in cases])
+
+    def final_latent(edit, instructions, **kwargs):
+        seen = []  # the x0 estimate of the last step is the edit's final latent (sigma 0)
+        edit(images, instructions, seed=5, steps=4, shift=1.0, callback=lambda i, x, x0: seen.append(x0), **kwargs)
+        return seen[-1]
+
+    with contextlib.ExitStack() as stack:  # the trainer policy's learned focus on its own conditioning text
+        want = final_latent(trainer.policy.editor.edit, [trainer.policy.instruction_of(c) for c in cases],
+                            focus=lambda editor, ids, mask: stack.enter_context(
+                                trainer.policy.focus_applied(mask[:, editor.prefix_len:])) or {})
+    files = {"focus": "learned", "focus_weights": out / "focus.safetensors", "focus_strength": 2.0,
+             "lora": out / "lora.safetensors"}
+    backend = OpenAIHTTPBackend(echo_server.url, "tiny")
+    editor = CogniEditEditor(load_editor(editor_file), decompose=True, decomposer=backend, **files)
+    got = final_latent(editor.edit, [c.instruction for c in cases])
+    raw = final_latent(CogniEditEditor(load_editor(editor_file), **files).edit, [c.instruction for c in cases])
+    assert editor.last_instructions == [_enriched(p) for p in PARAPHRASES]
+    assert torch.allclose(got, want, atol=1e-5)
+    assert (raw - want).abs().max() > 1e-4  # the decomposed text matters: the raw instruction edits otherwise
+
+
 # ------------------------------------------------------------------------------------------------ fallbacks
 def _closed_port_url() -> str:
     with socket.socket() as s:
@@ -298,7 +335,7 @@ def test_an_unavailable_backend_is_one_line(editor_file, tmp_path, capsys, monke
 def test_mllm_is_the_shipped_shapeedit_decomposer_or_one_line(tmp_path):
     config = load_config(None, [f"output_dir={tmp_path}", "decompose.enabled=true", "decompose.backend=mllm"])
     if importlib.util.find_spec("cogniedit.shapes.decomposer") is None:
-        with pytest.raises(ConfigError, match="decompose.backend=mllm: the ShapeEdit decomposer is not in this install"):
+        with pytest.raises(ConfigError, match="decompose.backend=mllm: the ShapeEdit decomposer is not in this"):
             build_decomposer(config, tmp_path)
         return
     from cogniedit.shapes.decomposer import DEFAULT_FOLDER
