@@ -271,7 +271,8 @@ def _closed_port_url() -> str:
 def test_a_failing_backend_falls_back_as_at_inference_and_is_counted(editor_file, tmp_path, caplog):
     url = _closed_port_url()
     extra = ["decompose.enabled=true", "decompose.backend=openai_http", f"decompose.url={url}", "decompose.model=m",
-             "decompose.retries=0", "decompose.timeout_s=5", "decompose.max_fallback_frac=1"]
+             "decompose.retries=0", "decompose.timeout_s=5", "decompose.max_fallback_frac=1", "log.sample_every=1",
+             "log.sample_cases=2"]
     trainer = Trainer(load_config(None, _args(editor_file, tmp_path / "out", _cases_file(tmp_path), steps=1,
                                               extra=extra)))
     with caplog.at_level("INFO", logger="training.decomposition"):
@@ -283,6 +284,7 @@ def test_a_failing_backend_falls_back_as_at_inference_and_is_counted(editor_file
     editor = _inference_texts(trainer, trainer.cases, OpenAIHTTPBackend(url, "m"))
     _assert_rollout_text_is_inference_text(trainer, trainer.cases, editor)
     assert not list((tmp_path / "out" / "cache" / "decompose").glob("*.json"))  # failures are not cached
+    assert (tmp_path / "out" / "samples" / "step-000001.png").is_file()  # the sample sheet runs with decomposition on
 
 
 def test_a_run_whose_decompositions_mostly_fall_back_stops_with_one_line():
