@@ -11,8 +11,10 @@ the log); a run whose decompositions mostly fall back stops with one line naming
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -104,6 +106,20 @@ def settings_from(section: dict):
                              timeout_s=float(section["timeout_s"]), retries=int(section["retries"]))
 
 
+@contextlib.contextmanager
+def rng_untouched():
+    """Global torch / NumPy / Python RNG states as they were: loading or sampling a decomposer model between two
+    training steps must not move any other draw (a resumed run, whose decompositions come from the cache, draws
+    exactly what the uninterrupted run drew)."""
+    import torch
+
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        yield
+    random.setstate(py)
+    np.random.set_state(np_state)
+
+
 def source_image(case) -> np.ndarray:
     """The image the editor is given for this case: a record's own pixels, a ShapeEdit case's rendered source."""
     image = getattr(case, "source_image", None)
@@ -134,8 +150,9 @@ class RolloutDecomposer:
         result = self.results.get(case.case_id)
         if result is None:
             started = time.perf_counter()
-            result = decompose(source_image(case), case.instruction, backend=self.backend, settings=self.settings,
-                               cache=self.cache)
+            with rng_untouched():
+                result = decompose(source_image(case), case.instruction, backend=self.backend,
+                                   settings=self.settings, cache=self.cache)
             self.seconds += time.perf_counter() - started
             self.results[case.case_id] = result
             if result.source == "fallback" and not self.first_fallback:

@@ -302,6 +302,23 @@ def test_a_run_whose_decompositions_mostly_fall_back_stops_with_one_line():
         decomposer.decomposition(cases[7])
 
 
+def test_decomposing_leaves_the_global_random_states_alone():
+    import random
+
+    from cogniedit.decompose import ComfyTextEncoderBackend
+
+    def draws(request):  # a model that samples (or initialises weights) from the global generators
+        torch.rand(3), np.random.rand(), random.random()
+        return "<answer>turn the purple circle red</answer>"
+
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    want = torch.rand(1), np.random.rand(), random.random()
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    decomposer = RolloutDecomposer(ComfyTextEncoderBackend(draws), DecomposeSettings(), None, 1.0)
+    assert decomposer.decomposition(generate_cases(1, seed=0)[0]).source == "mllm"
+    assert (torch.rand(1), np.random.rand(), random.random()) == want
+
+
 def test_the_fallback_is_what_decompose_gives():
     from cogniedit.decompose import ComfyTextEncoderBackend
 
