@@ -67,8 +67,8 @@ def _shipped_backend():
     try:
         return shipped_backend()
     except Exception as exc:  # noqa: BLE001 - its folder is missing or untrained: one line, the fix
-        raise ConfigError(f"decompose.backend=mllm: the shipped ShapeEdit decomposer cannot be loaded ({exc}); train "
-                          "it (python -m cogniedit.shapes.decomposer.train) or use decompose.backend=rules") from None
+        raise ConfigError(f"decompose.backend=mllm: the shipped ShapeEdit decomposer cannot be loaded: {exc}; or "
+                          "use decompose.backend=rules") from None
 
 
 def build_backend(section: dict):
