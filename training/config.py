@@ -103,6 +103,21 @@ DEFAULTS: dict = {
         "gate_init": None,             # warm start: gate logit a = sigmoid(gate) scaling the relocation (e.g. -4: near identity); None = paper (a = 1)
         "lr": 0.0,                     # learning rate of the focus parameters (0 = optim.lr)
     },
+    "decompose": {
+        "enabled": False,              # rollouts condition on the decomposer's enriched instruction, as inference edits
+        "backend": "rules",            # rules | mllm (shipped ShapeEdit decomposer) | transformers_vlm | openai_http
+        "model": None,                 # transformers_vlm: a model folder; openai_http: the model name the server serves
+        "url": None,                   # openai_http: the server's base URL (http://127.0.0.1:8000/v1)
+        "api_key_env": None,           # openai_http: name of YOUR environment variable holding the key (null: none)
+        "device": "cpu",               # transformers_vlm: where the model runs
+        "max_new_tokens": 1024,        # the paper's generation length
+        "temperature": 0.0,            # 0 = greedy (reproducible, cacheable)
+        "image_max_pixels": 147456,    # the source is shrunk to this area first (384x384, the paper's)
+        "timeout_s": 120.0,            # openai_http: deadline per decomposition, retries included
+        "retries": 2,                  # openai_http: more tries for transient failures
+        "max_fallback_frac": 0.5,      # stop when more decompositions than this fell back to the rules (after 8)
+        "cache_dir": None,             # None = <data.cache_dir or output_dir/cache>/decompose
+    },
     "optim": {
         "lr": 1.0e-4,
         "betas": [0.9, 0.95],
@@ -147,7 +162,8 @@ class ConfigError(ValueError):
 NULLABLE = {"model.path": str, "model.components": str, "model.family": str, "data.cases": str,
             "data.kinds": list, "data.records": str, "data.cache_dir": str, "focus.gate_init": (int, float),
             "rewards.vlm_judge.api_key_env": str, "rewards.vlm_judge.prompt": str,
-            "rewards.vlm_judge.prompt_file": str}
+            "rewards.vlm_judge.prompt_file": str, "decompose.model": str, "decompose.url": str,
+            "decompose.api_key_env": str, "decompose.cache_dir": str}
 ALSO_ALLOWED = {"focus.blocks": int}  # "last:2", or one block index
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
@@ -328,6 +344,7 @@ def _check_types(config: dict, defaults: dict, sources, path: str = "") -> None:
 
 def validate(config: dict, sources: dict | None = None) -> None:
     """Types first (so the range checks can compare), then ranges and choices; the first problem is raised."""
+    config.setdefault("decompose", copy.deepcopy(DEFAULTS["decompose"]))  # runs saved before the section existed
     _check_types(config, DEFAULTS, sources)
     m, d, o, r, a = config["model"], config["data"], config["objective"], config["rollout"], config["advantages"]
     opt, t, ck, lg, lo = config["optim"], config["train"], config["checkpoint"], config["log"], config["lora"]
@@ -364,6 +381,7 @@ def validate(config: dict, sources: dict | None = None) -> None:
         ("lora.alpha", lo["alpha"] > 0, "must be > 0 (the paper: alpha = rank)"),
         ("lora.targets", bool(lo["targets"]), "must name module suffixes such as [to_k, to_v, to_out.0]"),
         ("focus.lr", config["focus"]["lr"] >= 0, "must be >= 0 (0 = optim.lr)"),
+        *decompose_checks(config["decompose"]),
         ("optim.lr", opt["lr"] > 0, "must be > 0 (the paper: 1e-5)"),
         ("optim.betas", len(opt["betas"]) == 2 and all(_type_ok(b, (int, float)) and 0 <= b < 1 for b in opt["betas"]),
          "must be two numbers in [0, 1), e.g. [0.9, 0.95]"),
@@ -406,6 +424,32 @@ def validate(config: dict, sources: dict | None = None) -> None:
     _check_output_dir(config["output_dir"], sources)
     if m["family"] is None:
         m["family"] = "qwen_image_edit" if real else "shapeedit"
+
+
+DECOMPOSE_BACKENDS = ("rules", "mllm", "transformers_vlm", "openai_http")
+
+
+def decompose_checks(dc: dict) -> list:
+    """Ranges of the decompose section; what the chosen backend needs only when decomposition is on."""
+    checks = [
+        ("decompose.backend", dc["backend"] in DECOMPOSE_BACKENDS, f"must be one of {', '.join(DECOMPOSE_BACKENDS)}"),
+        ("decompose.max_new_tokens", dc["max_new_tokens"] >= 1, "must be >= 1"),
+        ("decompose.temperature", dc["temperature"] >= 0, "must be >= 0 (0 = greedy)"),
+        ("decompose.image_max_pixels", dc["image_max_pixels"] >= 0, "must be >= 0 (0 = full size)"),
+        ("decompose.timeout_s", dc["timeout_s"] > 0, "must be > 0"),
+        ("decompose.retries", dc["retries"] >= 0, "must be >= 0"),
+        ("decompose.max_fallback_frac", 0 <= dc["max_fallback_frac"] <= 1, "must be in [0, 1] (1 = never stop)"),
+    ]
+    if dc["enabled"] and dc["backend"] == "openai_http":
+        checks += [("decompose.url", bool(dc["url"]) and str(dc["url"]).startswith(("http://", "https://")),
+                    "must be the server's http:// or https:// base URL for decompose.backend=openai_http, "
+                    "e.g. --set decompose.url=http://127.0.0.1:8000/v1"),
+                   ("decompose.model", bool(dc["model"]), "is not set: name the model the server serves "
+                    "(decompose.backend=openai_http), e.g. --set decompose.model=Qwen/Qwen2.5-VL-7B-Instruct")]
+    if dc["enabled"] and dc["backend"] == "transformers_vlm":
+        checks += [("decompose.model", bool(dc["model"]), "is not set: point it at a transformers VLM folder "
+                    "(decompose.backend=transformers_vlm), e.g. --set decompose.model=/models/Qwen2.5-VL-3B-Instruct")]
+    return checks
 
 
 def _lookup(config: dict, dotted: str):

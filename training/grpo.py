@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from . import checkpoint as ckpt
 from . import cli, distributed
 from .advantages import compute_advantages
 from .config import ConfigError, config_json, load_config
+from .decomposition import build_decomposer
 from .image_records import group_by_size, sheet_tile
 from .lora import inject_lora, lora_parameters, load_lora_state_dict, lora_state_dict, read_lora_file, save_lora_file
 from .memory import apply_memory_mode
@@ -96,7 +98,10 @@ class Trainer:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.cases = load_cases(config["data"])
         self.buckets = group_by_size(self.cases) if config["data"]["records"] else None
+        self.decomposer = build_decomposer(config, self.out)  # None: the policy encodes the instructions as given
         self.policy = self._build_policy()
+        if self.decomposer is not None:
+            self.policy.instruction_of = self.decomposer.instruction
         self.base_hash = base_model_hash(self.policy.transformer)  # of the base, before the LoRA goes in
         lora_cfg = config["lora"]
         try:
@@ -159,8 +164,12 @@ class Trainer:
         policy = QwenEditPolicy(transformer, vae, None, processor, folder, bf16=bf16,
                                 vlm_image_size=int(data["vlm_image_size"]), variant=m["variant"],
                                 text_encoder_loader=lambda: load_text_encoder(folder, dtype).to(self.device))
-        cache = data["cache_dir"]
-        policy.precompute(self.cases, Path(cache) if cache else self.out / "cache")  # loads the encoder on a miss
+        cache, records = data["cache_dir"], self.cases
+        if self.decomposer is not None:  # every record decomposed once, before the text encoder and DiT train
+            records = [dataclasses.replace(r, instruction=self.decomposer.instruction(r)) for r in self.cases]
+            log.info(self.decomposer.summary())
+            self.decomposer.release()
+        policy.precompute(records, Path(cache) if cache else self.out / "cache")  # loads the encoder on a miss
         return policy
 
     def _build_focus(self, focus_cfg: dict, seed: int):
@@ -234,7 +243,7 @@ class Trainer:
         if state.get("base_model_hash") != self.base_hash:
             raise ckpt.CheckpointError(f"checkpoint {path} was trained on base model {state.get('base_model_hash')}, "
                                        f"but model.path gives {self.base_hash}; resume with the same base model")
-        for key in ("objective", "lora", "rollout", "advantages", "focus"):
+        for key in ("objective", "lora", "rollout", "advantages", "focus", "decompose"):
             if state["config"].get(key) != self.config.get(key):
                 log.warning("resuming with a different %s section than the checkpoint's", key)
         lora_tensors, _ = read_lora_file(path / "lora.safetensors")
@@ -329,6 +338,8 @@ class Trainer:
         }
         for key, values in rewards.items():
             metrics[f"r/{key}"] = float(values.mean())
+        if self.decomposer is not None:  # of this step's cases: decompositions used / fallen back to the rules
+            metrics.update(self.decomposer.step_metrics(cases))
         for key in ("ratio_mean", "clip_frac", "kl"):
             metrics[key] = float(np.mean([s[key] for s in stats_all])) if stats_all else 0.0
         if stats_all:
@@ -358,8 +369,9 @@ class Trainer:
                 stack.enter_context(self.policy.focus_applied(mask[:, editor.prefix_len:]))
                 return {}
 
-            out = self.policy.editor.edit(images, [c.instruction for c in cases], seed=0, steps=int(r["steps"]),
-                                          shift=float(r["shift"]), focus=with_focus)
+            texts = [self.policy.instruction_of(c) for c in cases]  # what the rollouts were conditioned on
+            out = self.policy.editor.edit(images, texts, seed=0, steps=int(r["steps"]), shift=float(r["shift"]),
+                                          focus=with_focus)
         if self.rank == 0:
             save_grid(path, cases, out, [score_edit(o, c) for o, c in zip(out, cases)], rows=len(cases))
 
@@ -427,6 +439,8 @@ class Trainer:
         finally:
             bar.close()
             metrics_log.close()
+            if self.decomposer is not None and main_process:
+                log.info(self.decomposer.summary())
         return last
 
 

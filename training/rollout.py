@@ -59,6 +59,9 @@ class CachedConditioningPolicy:
         self._cache: dict[str, tuple] = {}
         self.focus = None  # a LearnedFocus once enable_learned_focus is called
         self.focus_state = None
+        # the text a case is conditioned on: its instruction, or with decompose.enabled the decomposer's enriched
+        # instruction (training.decomposition), as the CogniEdit editor encodes it at inference
+        self.instruction_of = lambda case: case.instruction
 
     @staticmethod
     def collate(rows) -> Conditioning:
@@ -140,7 +143,7 @@ class ShapeEditPolicy(CachedConditioningPolicy):
         for case in cases:
             if case.case_id not in self._cache:  # computed once per case
                 with torch.no_grad():
-                    emb, mask = self.editor.encode_text([case.instruction])
+                    emb, mask = self.editor.encode_text([self.instruction_of(case)])
                     ref = self.editor.image_to_latent(render_scene(case.source, case.world)[None])
                 self._cache[case.case_id] = (emb[0], mask[0], ref[0])
             rows.append(self._cache[case.case_id])
