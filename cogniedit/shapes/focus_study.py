@@ -52,10 +52,13 @@ def parse_arm(text: str) -> tuple[str, dict]:
         if not sep:
             raise SystemExit(f"--arm {text!r}: write name:key=value,key=value")
         try:
-            options[key] = json.loads(value)
+            options[key] = value if key in TEXT_OPTIONS else json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
     return name.strip(), options
+
+
+TEXT_OPTIONS = ("focus_blocks", "focus_kinds", "focus_shape", "focus_mode")  # "1" is a block spec, not a number
 
 
 def edit_all(editor, cases, batch_size: int = 32, seed: int = 0, probe: bool = False):
@@ -115,6 +118,37 @@ def localisation(editor, cases, blocks: list[int], batch_size: int = 32) -> dict
                       "share_base": float(np.mean(shares[0])), "share_focus": float(np.mean(shares[1])),
                       "cases": len(ratios[0])}
     return out
+
+
+def text_mass(base_editor, cases, batch_size: int = 32, steps: int = 12) -> dict:
+    """Per block, the mean attention the noisy-image rows put on all text tokens (no focus): what the focus tokens'
+    share is part of, and so how much of a plain bias's extra focus mass must come from the image keys."""
+    from ..focus.diffusers_adapter import FocusState, install_focus_processors, restore_processors
+    from ..sampling.schedule import flow_sigmas
+
+    model = getattr(base_editor, "model", base_editor)
+    transformer = model.transformer
+    sums: dict = {}
+    for start in range(0, len(cases), batch_size):
+        batch = cases[start:start + batch_size]
+        sources = np.stack([render_scene(c.source, c.world) for c in batch])
+        state = FocusState(None, 0.0, sample_sigmas=flow_sigmas(steps, 1.0).tolist(), probe=True,
+                           n_reference=int(model.image_to_latent(sources[:1]).shape[1]))
+
+        def all_text(editor, ids, mask):
+            state.weights = mask[:, editor.prefix_len:].float()
+            return {}
+
+        original = install_focus_processors(transformer, state)
+        try:
+            model.edit(sources, [c.instruction for c in batch], seed=start, steps=steps, focus=all_text)
+        finally:
+            restore_processors(transformer, original)
+        for record in state.records:
+            entry = sums.setdefault(record["block_index"], [0.0, 0])
+            entry[0] += sum(record["mass_base"])
+            entry[1] += len(record["mass_base"])
+    return {block: total / count for block, (total, count) in sorted(sums.items())}
 
 
 def _load(arm_options: dict, base):
@@ -189,7 +223,7 @@ def _row_line(name: str, row: dict) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cogniedit.shapes.focus_study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("screen", "mass"))
+    p.add_argument("what", choices=("screen", "mass", "text-mass", "localise"))
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--seed", type=int, required=True,
                    help="case seed; screens use seeds other than the held-out evaluation seeds (docs/focus-study.md)")
@@ -213,6 +247,14 @@ def main(argv=None) -> int:
         print(_row_line("no focus", result["no focus"]))
         for name in (n for n in result if n != "no focus"):
             print(_row_line(name, result[name]))
+    elif args.what == "localise":  # per block, on all cases, for the one arm's focus editor
+        blocks = list(range(len(getattr(base_editor, "model", base_editor).transformer.transformer_blocks)))
+        result = localisation(_load(arms[0][1] if arms else {"focus_strength": 1.0}, base_editor), cases, blocks,
+                              args.batch_size)
+        print(json.dumps(result))
+    elif args.what == "text-mass":
+        result = text_mass(base_editor, cases, args.batch_size)
+        print(json.dumps(result))
     else:
         if len(arms) != 1:
             raise SystemExit("mass takes exactly one --arm")

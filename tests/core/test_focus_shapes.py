@@ -167,3 +167,10 @@ def test_sign_test_and_paired_counts():
     assert sign_test(19, 4) == sign_test(4, 19) and sign_test(10, 0) == pytest.approx(2 / 1024)
     got = paired([True, True, False, False, True], [True, False, True, True, True])
     assert got["wins"] == 2 and got["losses"] == 1 and got["delta_points"] == pytest.approx(20.0)
+
+
+def test_parse_arm_keeps_block_specs_as_text():
+    from cogniedit.shapes.focus_study import parse_arm
+
+    assert parse_arm("b1:focus_blocks=1,focus_strength=2,focus_end=0.5") == (
+        "b1", {"focus_blocks": "1", "focus_strength": 2, "focus_end": 0.5})
