@@ -126,7 +126,7 @@ class CogniEditEditor:
         self.focus = focus
         self.focus_strength = float(focus_strength)
         focus_bias.logit_bias_from_weights(torch.zeros(1), self.focus_strength)  # validates strength > -1
-        self.focus_blocks = focus_blocks
+        self.focus_blocks = str(focus_blocks)  # --editor-option focus_blocks=1 arrives as the JSON number 1
         kinds = focus_kinds.split(",") if isinstance(focus_kinds, str) else focus_kinds
         self.focus_kinds = tuple(k.strip() for k in kinds if k.strip())
         self.schedule = focus_bias.FocusSchedule(float(focus_start), float(focus_end))

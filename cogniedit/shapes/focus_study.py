@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True,
                    help="case seed; screens use seeds other than the held-out evaluation seeds (docs/focus-study.md)")
     p.add_argument("--arm", action="append", default=[], help="name:key=value,... (CogniEdit editor options)")
+    p.add_argument("--kinds", default=None, help="comma-separated case kinds (default: all four)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--results", default=None, help="write everything as JSON here")
@@ -240,7 +241,7 @@ def main(argv=None) -> int:
     from .editor import load_default_editor
 
     base_editor = load_default_editor()
-    cases = generate_cases(args.n, args.seed)
+    cases = generate_cases(args.n, args.seed, args.kinds.split(",") if args.kinds else None)
     arms = [parse_arm(a) for a in args.arm]
     if args.what == "screen":
         result = screen(cases, arms, base_editor, args.batch_size)

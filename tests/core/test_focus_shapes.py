@@ -174,3 +174,21 @@ def test_parse_arm_keeps_block_specs_as_text():
 
     assert parse_arm("b1:focus_blocks=1,focus_strength=2,focus_end=0.5") == (
         "b1", {"focus_blocks": "1", "focus_strength": 2, "focus_end": 0.5})
+
+
+def test_a_numeric_block_spec_from_the_command_line_is_a_block_spec():
+    """``--editor-option focus_blocks=1`` arrives as the JSON number 1; it must mean block 1, not crash."""
+    from cogniedit.shapes.cogniedit_editor import load_cogniedit_editor
+    from cogniedit.shapes.editor import EditorConfig, new_editor
+    from cogniedit.shapes.editor.text import TextVocab
+
+    texts = ["make the purple circle red"]
+    vocab = TextVocab.from_texts(texts)
+    model = new_editor(EditorConfig(num_layers=2, num_attention_heads=2, text_layers=1, text_vocab_rows=vocab.size),
+                       vocab, seed=0).eval()
+    imgs = np.random.default_rng(0).integers(0, 255, (1, 48, 48, 3)).astype(np.uint8)
+    editor = load_cogniedit_editor(base=model, focus="training_free", focus_strength=1.0, focus_blocks=1)
+    editor.probe = True
+    editor.edit(imgs, texts, seed=0, steps=2)
+    biased = {r["block_index"] for r in editor.last_records if r["mass"] != r["mass_base"]}
+    assert biased == {1}
