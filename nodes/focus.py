@@ -408,8 +408,10 @@ class CogniEditTokenFocus(io.ComfyNode):
                 io.Combo.Input("mode", options=list(MODES), default="training_free_bias",
                                tooltip="training_free_bias: raise the attention logits of the focus tokens; "
                                "value_scale: scale their values; learned: the trained relocation (focus_weights)."),
-                io.Float.Input("strength", default=1.0, min=0.0, max=20.0, step=0.05,
-                               tooltip="Extra attention on the focus tokens as a multiple (1 = double). 0 = off."),
+                io.Float.Input("strength", default=0.0, min=0.0, max=20.0, step=0.05,
+                               tooltip="Extra attention on the focus tokens as a multiple (1 = double). 0 = off "
+                               "(the default: on the measured editor this bias did not improve edits; "
+                               "docs/focus-study.md)."),
                 io.String.Input("blocks", default="all",
                                 tooltip="Blocks to patch: all, 0-9,12, last:9, or double:0-9;single:all (Flux). "
                                 "SD UNets: cross-attention sites in run order (input, middle, output)."),
@@ -435,7 +437,7 @@ class CogniEditTokenFocus(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, prompt="", phrases="", layout="auto", mode="training_free_bias", strength=1.0,
+    def execute(cls, model, prompt="", phrases="", layout="auto", mode="training_free_bias", strength=0.0,
                 blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True, directives=None,
                 focus_weights=None) -> io.NodeOutput:
         plan, report = build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_percent,

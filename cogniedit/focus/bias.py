@@ -161,6 +161,42 @@ def value_scale(
     return v * scale.view(shape).to(v.dtype)
 
 
+# ------------------------------------------------------------------------------ attention-dependent shapes
+
+BIAS_SHAPES = ("uniform", "sharpen", "text")
+
+
+def row_bias(p_text: torch.Tensor, weights: torch.Tensor, strength: float, shape: str) -> torch.Tensor | None:
+    """A per-query-row logit bias ``[..., rows, text_len]`` on the text keys, shaped by the attention the rows pay
+    without focus (``p_text``: ``[B, (H,) rows, text_len]`` probabilities; ``weights``: ``[B, text_len]``).
+
+    * ``uniform``: ``log(1 + s w_j)`` on every row (the plain bias; ``key_bias``);
+    * ``sharpen``: ``log(1 + s w_j g_ij)``, ``g_ij = p_ij / max_i p_ij`` over the rows: the rows that already
+      attend most to a focus token get the full ``(1 + s)``, the others proportionally less, so the extra attention
+      goes where the model already places the phrase instead of everywhere;
+    * ``text``: the uniform bias plus ``log(T_i / (T_i + s F_i))`` on all text keys (``T_i``, ``F_i``: the row's
+      attention on all text and on the focus tokens): the focus tokens gain what the other text tokens lose, and the
+      row's attention on the image tokens is unchanged.
+
+    None when focus is identity (strength 0 or no weight)."""
+    if shape not in BIAS_SHAPES:
+        raise ValueError(f"focus bias shape must be one of {BIAS_SHAPES}, got {shape!r}")
+    if strength == 0 or not bool((weights != 0).any()):
+        return None
+    logit_bias_from_weights(torch.zeros(1), strength)  # validates strength > -1
+    wide = torch.promote_types(p_text.dtype, torch.float32)
+    p = p_text.to(wide)
+    w = weights.to(p).reshape(weights.shape[0], *([1] * (p.ndim - 2)), weights.shape[-1])  # [B, (1,) 1, text]
+    if shape == "sharpen":
+        g = p / p.amax(dim=-2, keepdim=True).clamp_min(torch.finfo(wide).tiny)
+        return torch.log1p(strength * w * g)
+    bias = torch.log1p(strength * w).expand_as(p)
+    if shape == "text":
+        total, focused = p.sum(-1, keepdim=True), (p * w).sum(-1, keepdim=True)
+        bias = bias + torch.log(total / (total + strength * focused).clamp_min(torch.finfo(wide).tiny))
+    return bias
+
+
 # ------------------------------------------------------------------------------------------- reference
 
 

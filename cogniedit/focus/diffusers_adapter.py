@@ -48,9 +48,16 @@ class FocusState:
     records: list = field(default_factory=list)
     learned_call: "LearnedCall | None" = None
     maps: object = None  # an attention_maps.AttentionMapRecorder: per-phrase maps of the chosen blocks and steps
+    shape: str = "uniform"  # bias.row_bias: uniform (the plain log(1 + s*w)), sharpen, text
+    mode: str = "bias"      # bias: on the logits; value: the focused text values times (1 + s*w) for image rows
 
     def __post_init__(self):
         self.blocks = focus_bias.parse_blocks(self.blocks) if isinstance(self.blocks, str) else self.blocks
+        if self.shape not in focus_bias.BIAS_SHAPES or self.mode not in ("bias", "value"):
+            raise ValueError(f"focus shape must be one of {focus_bias.BIAS_SHAPES} and mode bias or value, got "
+                             f"shape={self.shape!r}, mode={self.mode!r}")
+        if self.mode == "value" and self.shape != "uniform":
+            raise ValueError(f"focus mode 'value' scales values uniformly; shape {self.shape!r} needs mode 'bias'")
 
     def weights_for(self, block_index: int) -> torch.Tensor | None:
         return self.block_weights.get(block_index, self.weights)
@@ -107,9 +114,10 @@ class FocusAttnProcessor(_processor_base()):
         rows = (n_txt, n_q if state.bias_reference else n_q - state.n_reference)
         spans = list(weights.to(q.device)) if weights is not None else []
         focus_mask = None
-        if active:
-            dense = focus_bias.dense_bias(spans, n_txt, n_q, n_q, state.strength, image_rows=rows,
-                                          dtype=q.dtype, device=q.device)
+        if active and state.mode == "bias":
+            dense = self._shaped_bias(q, k, weights.to(q.device), n_txt, rows, key_mask) if state.shape != "uniform" \
+                else focus_bias.dense_bias(spans, n_txt, n_q, n_q, state.strength, image_rows=rows, dtype=q.dtype,
+                                           device=q.device)
             focus_mask = focus_bias.combine_masks(dense, key_mask, q.dtype)
         if state.probe and weights is not None:
             self._record(q, k, weights.to(q.device), n_txt, rows, key_mask, focus_mask)
@@ -118,7 +126,25 @@ class FocusAttnProcessor(_processor_base()):
         if not active:
             return super().__call__(attn, hidden_states, encoder_hidden_states, encoder_hidden_states_mask,
                                     attention_mask, image_rotary_emb)
+        if state.mode == "value":
+            return self._attend(attn, q, k, v, focus_bias.combine_masks(None, key_mask, q.dtype), n_txt,
+                                value_rows=(rows, weights.to(q.device)))
         return self._attend(attn, q, k, v, focus_mask, n_txt)
+
+    def _shaped_bias(self, q, k, weights, n_txt, rows, key_mask):
+        """``[B, H, Lq, Lk]`` bias from ``bias.row_bias`` on the image rows: it depends on where each row (per head)
+        attends without focus."""
+        qh, kh = q.transpose(1, 2), k.transpose(1, 2)
+        wide = torch.promote_types(q.dtype, torch.float32)
+        logits = (qh[:, :, rows[0]:rows[1]].to(wide) @ kh.to(wide).transpose(-1, -2)) / (q.shape[-1] ** 0.5)
+        base_mask = focus_bias.combine_masks(None, key_mask, wide)
+        if base_mask is not None:
+            logits = logits + base_mask
+        p_text = logits.softmax(-1)[..., :n_txt]                                         # [B, H, rows, text]
+        shaped = focus_bias.row_bias(p_text, weights, self.state.strength, self.state.shape)
+        dense = torch.zeros(q.shape[0], q.shape[2], q.shape[1], k.shape[1], dtype=q.dtype, device=q.device)
+        dense[:, :, rows[0]:rows[1], :n_txt] = shaped.to(q.dtype)
+        return dense
 
     def _joint_qkv(self, attn, hidden_states, encoder_hidden_states, image_rotary_emb):
         """Joint ``[B, L, H, D]`` q/k/v exactly as the parent computes them (projections, QK-norm, RoPE, text first)."""
@@ -138,10 +164,20 @@ class FocusAttnProcessor(_processor_base()):
                 txt[i] = rope(txt[i], txt_freqs, use_real=False)
         return tuple(torch.cat([t, m], dim=1) for t, m in zip(txt, img))
 
-    def _attend(self, attn, q, k, v, mask, n_txt):
-        out = _diffusers_qwen().dispatch_attention_fn(
-            q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False,
-            backend=self._attention_backend, parallel_config=self._parallel_config)
+    def _attend(self, attn, q, k, v, mask, n_txt, value_rows=None):
+        def attend(q_rows, values, rows_mask):
+            return _diffusers_qwen().dispatch_attention_fn(
+                q_rows, k, values, attn_mask=rows_mask, dropout_p=0.0, is_causal=False,
+                backend=self._attention_backend, parallel_config=self._parallel_config)
+
+        out = attend(q, v, mask)
+        if value_rows is not None:  # value mode: the image rows again, with the focused text values scaled
+            (r0, r1), weights = value_rows
+            scale = torch.ones(v.shape[0], v.shape[1], dtype=v.dtype, device=v.device)
+            scale[:, :n_txt] = 1 + self.state.strength * weights.to(v.dtype)
+            out = out.clone()
+            out[:, r0:r1] = attend(q[:, r0:r1], v * scale[:, :, None, None],
+                                   focus_bias.rows_of_mask(mask, r0, r1, q.shape[1]))
         out = out.flatten(2, 3).to(q.dtype)
         txt_out, img_out = out[:, :n_txt], out[:, n_txt:]
         img_out = attn.to_out[0](img_out.contiguous())

@@ -44,7 +44,7 @@ DEFAULT_FOCUS_KINDS = ("colour", "position", "count")
 LORA_PREFIX = "diffusion_model."
 # Options this module understands (evaluate.py routes the default editor here when one is given).
 OPTION_NAMES = ("decompose", "decomposer", "focus", "focus_strength", "focus_blocks", "focus_kinds", "focus_start",
-                "focus_end", "focus_reference", "focus_weights", "lora", "lora_strength")
+                "focus_end", "focus_reference", "focus_weights", "focus_shape", "focus_mode", "lora", "lora_strength")
 
 
 # --------------------------------------------------------------------------------------------------- LoRA
@@ -111,7 +111,8 @@ class CogniEditEditor:
     def __init__(self, base, decompose=False, decomposer="rules", focus: str = "off", focus_strength: float = 1.0,
                  focus_blocks: str = "all", focus_kinds: Sequence[str] | str = DEFAULT_FOCUS_KINDS,
                  focus_start: float = 0.0, focus_end: float = 1.0, focus_reference: bool = False,
-                 focus_weights=None, lora=None, lora_strength: float = 1.0):
+                 focus_weights=None, lora=None, lora_strength: float = 1.0, focus_shape: str = "uniform",
+                 focus_mode: str = "bias"):
         if focus not in FOCUS_MODES:
             raise ValueError(f"focus must be one of {FOCUS_MODES}, got {focus!r}")
         self.model = getattr(base, "model", base)  # DefaultEditor wraps a ShapeEditor
@@ -125,11 +126,13 @@ class CogniEditEditor:
         self.focus = focus
         self.focus_strength = float(focus_strength)
         focus_bias.logit_bias_from_weights(torch.zeros(1), self.focus_strength)  # validates strength > -1
-        self.focus_blocks = focus_blocks
+        self.focus_blocks = str(focus_blocks)  # --editor-option focus_blocks=1 arrives as the JSON number 1
         kinds = focus_kinds.split(",") if isinstance(focus_kinds, str) else focus_kinds
         self.focus_kinds = tuple(k.strip() for k in kinds if k.strip())
         self.schedule = focus_bias.FocusSchedule(float(focus_start), float(focus_end))
         self.focus_reference = bool(focus_reference)
+        self.focus_shape, self.focus_mode = str(focus_shape), str(focus_mode)  # FocusState checks them
+        FocusState(None, 0.0, shape=self.focus_shape, mode=self.focus_mode)
         self.learned = self._load_learned(focus_weights) if focus == "learned" else None
         self.last_instructions: list[str] = []
         self.last_spans: list = []
@@ -200,7 +203,8 @@ class CogniEditEditor:
         state = FocusState(None, self.focus_strength, self.focus_blocks, self.schedule,
                            sample_sigmas=flow_sigmas(kwargs["steps"], kwargs["shift"]).tolist(),
                            n_reference=int(self.model.image_to_latent(images[:1]).shape[1]),
-                           bias_reference=self.focus_reference, probe=self.probe)
+                           bias_reference=self.focus_reference, probe=self.probe, shape=self.focus_shape,
+                           mode=self.focus_mode)
         spans_needed = self.focus == "training_free" or maps is not None
         positions = self._focus_positions(texts, decompositions) if spans_needed else None
         handles, calls = [], contextlib.ExitStack()
@@ -238,7 +242,8 @@ class CogniEditEditor:
 def load_cogniedit_editor(decompose="off", focus="off", focus_strength: float = 1.0, focus_blocks: str = "all",
                           focus_kinds=DEFAULT_FOCUS_KINDS, focus_start: float = 0.0, focus_end: float = 1.0,
                           focus_reference: bool = False, focus_weights=None, decomposer="rules", lora=None,
-                          lora_strength: float = 1.0, base=None, **editor_options):
+                          lora_strength: float = 1.0, focus_shape: str = "uniform", focus_mode: str = "bias",
+                          base=None, **editor_options):
     """Factory for ``--editor cogniedit.shapes.cogniedit_editor:load_cogniedit_editor`` (evaluate.py also routes
     ``--editor default`` here when a CogniEdit option is set). ``editor_options`` go to ``load_default_editor``
     (``path``, ``steps``, ``shift``, ``device``); ``base`` overrides the loaded editor (tests)."""
@@ -251,7 +256,8 @@ def load_cogniedit_editor(decompose="off", focus="off", focus_strength: float = 
     return CogniEditEditor(base, decompose=decompose, decomposer=decomposer, focus=focus,
                            focus_strength=focus_strength, focus_blocks=focus_blocks, focus_kinds=focus_kinds,
                            focus_start=focus_start, focus_end=focus_end, focus_reference=focus_reference,
-                           focus_weights=focus_weights, lora=lora, lora_strength=lora_strength)
+                           focus_weights=focus_weights, lora=lora, lora_strength=lora_strength,
+                           focus_shape=focus_shape, focus_mode=focus_mode)
 
 
 __all__ = ["CogniEditEditor", "merge_lora", "load_cogniedit_editor", "OPTION_NAMES"]
