@@ -127,3 +127,11 @@ def test_shipped_weights_load_and_edit_deterministically():
     b = editor.edit(imgs, instr, seed=7)
     assert a.dtype == np.uint8 and a.shape == imgs.shape
     assert np.array_equal(a, b)
+
+
+def test_the_stored_training_command_names_no_machine_folder():
+    from cogniedit.shapes.editor.train import portable_arg
+
+    assert portable_arg("/tmp/se2/editor.safetensors") == "editor.safetensors"
+    assert portable_arg("out/editor.safetensors") == "out/editor.safetensors"
+    assert portable_arg("--steps") == "--steps"

@@ -17,6 +17,7 @@ import math
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -185,6 +186,11 @@ def train(out, steps, batch, lr, warmup, seed, chunk, ckpt_every, eval_cases, co
     return ema
 
 
+def portable_arg(arg: str) -> str:
+    """An absolute path as its file name: the command stored in a shared weights file names no machine's folders."""
+    return Path(arg).name if Path(arg).is_absolute() else arg
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="weights file to write (safetensors)")
@@ -199,7 +205,8 @@ def main(argv=None):
     p.add_argument("--schedule-minutes", type=float, default=None,
                    help="wall-time budget that the LR schedule also follows and that ends the run (busy machines)")
     args = p.parse_args(argv)
-    command = "python -m cogniedit.shapes.editor.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python -m cogniedit.shapes.editor.train " + " ".join(
+        shlex.quote(portable_arg(a)) for a in (argv or sys.argv[1:]))
     config = EditorConfig(num_layers=args.layers, num_attention_heads=args.heads)
     train(args.out, args.steps, args.batch, args.lr, args.warmup, args.seed, args.chunk, args.ckpt_every,
           args.eval_cases, config=config, threads=args.threads, command=command, init_from=args.init_from,
