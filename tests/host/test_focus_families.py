@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from comfy_inprocess import pack_module
-from tiny_families import (TINY_TEXT, encode, tiny_flux2, tiny_longcat, tiny_mage_flow, token_ids_of,
-                           token_revealing_te)
+from tiny_families import (TINY_TEXT, encode, tiny_flux2, tiny_joyimage, tiny_longcat, tiny_mage_flow,
+                           token_ids_of, token_revealing_te)
 
 pytestmark = pytest.mark.host
 
@@ -183,3 +183,31 @@ def test_a_prompt_that_was_not_encoded_is_reported_on_klein(comfy, focus, famili
     line, warnings = tally.summary()
     assert any("FOCUS NOT APPLIED" in w for w in warnings), (line, warnings)
     assert torch.equal(out, sample(comfy, case.model, case))
+
+
+def test_a_family_with_text_after_the_image_is_refused_with_the_reason(comfy, focus):
+    with pytest.raises(ValueError, match=r"not supported for this model type \(JoyImage\) \(JoyImage puts the text "
+                       r"after the image tokens .*\); it works on .*FLUX.2 klein"):
+        focus.build_plan(tiny_joyimage(comfy), PROMPT, PHRASES, "auto", "training_free_bias", 1.0, "all", 0.0, 1.0,
+                         True)
+
+
+@pytest.mark.parametrize("family,file_family", [("flux2_klein", "flux2_klein"), ("longcat", "longcat_image"),
+                                                ("mage_flow", "mage_flow")])
+def test_learned_focus_where_a_focus_file_fits_the_model(comfy, focus, families, family, file_family):
+    """A focus-weights file made for this DiT acts on the instruction's tokens (its range counted as the layout
+    counts); a file made for another family is refused."""
+    weights, learned = pack_module("cogniedit.focus.weights_file"), pack_module("cogniedit.focus.learned")
+    case = families[family]
+    dit = case.model.model.diffusion_model
+    module = learned.LearnedFocus.for_model(dit, blocks="all", xi=2, window=8)
+    torch.nn.init.normal_(module.soft_tokens, std=1.0)
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    meta = {"family": file_family, "base_hash": weights.base_model_hash(dit), "blocks": ",".join(
+        str(i) for i in module.block_indices), "xi": "2", "window": "8", "hidden_size": str(module.hidden_size)}
+    patched, report, _ = run_node(focus, case.model, case, mode="learned", focus_weights=(state, meta))
+    assert "learned focus: blocks" in report
+    assert not torch.equal(sample(comfy, patched, case), sample(comfy, case.model, case))
+    other = dict(meta, family="qwen_image_edit")
+    with pytest.raises(weights.FocusWeightsError, match="mismatch: family"):
+        run_node(focus, case.model, case, mode="learned", focus_weights=(state, other))

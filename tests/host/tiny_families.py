@@ -123,3 +123,15 @@ def token_ids_of(te, context: torch.Tensor) -> list[int | None]:
     unit = torch.nn.functional.normalize
     ids = (unit(rows, dim=-1) @ unit(embed, dim=-1).T).argmax(-1).tolist()
     return [None if bool((row == 0).all()) else i for row, i in zip(rows, ids)]
+
+
+def tiny_joyimage(comfy, seed: int = 0):
+    """JoyImage (text after the image in its joint sequence): for the refusal."""
+    from comfy.ldm.joyimage.model import JoyImageTransformer3DModel
+
+    unet_config = dict(image_model="joyimage", in_channels=16, hidden_size=128, num_attention_heads=1,
+                       text_dim=TINY_TEXT, num_layers=1)
+    kwargs = {k: v for k, v in unet_config.items() if k != "image_model"}
+    module = JoyImageTransformer3DModel(**kwargs, rope_dim_list=[16, 56, 56], theta=10000,
+                                        operations=comfy.ops.disable_weight_init, device="meta")
+    return from_config(comfy, comfy.supported_models.JoyImage, unet_config, module, seed)
