@@ -445,17 +445,20 @@ class CogniEditTokenFocus(io.ComfyNode):
             "the focus phrases of the instruction (training-free logit bias or value scaling, or the learned "
             "relocation from a focus-weights file). Strength 0 returns the model unpatched.",
             inputs=[
-                io.Model.Input("model", tooltip="Qwen-Image(-Edit), Flux (Kontext) or an SD-family UNet "
-                               "(InstructPix2Pix, SD1.x/SDXL: cross-attention, training-free modes only)."),
+                io.Model.Input("model", tooltip="Qwen-Image(-Edit), Mage-Flow(-Edit), Flux (Kontext), FLUX.2 klein, "
+                               "LongCat-Image(-Edit) or an SD-family UNet (InstructPix2Pix, SD1.x/SDXL: "
+                               "cross-attention, training-free modes only). FLUX.2 dev is refused (no Mistral "
+                               "tokenizer file in ComfyUI)."),
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The exact text you encode (needed to find the tokens). Ignored when "
                                 "directives are connected: their enriched instruction is used."),
                 io.String.Input("phrases", multiline=True, default="",
                                 tooltip="Focus phrases, comma or newline separated. Ignored with directives."),
                 io.Combo.Input("layout", options=LAYOUTS, default="auto",
-                               tooltip="How the prompt sits in the conditioning. auto: from the model (Qwen "
-                               "counts tokens from the end, right for Qwen-Image and -Edit; Flux: T5 order; SD UNets: "
-                               "CLIP, 77 tokens per chunk)."),
+                               tooltip="How the prompt sits in the conditioning. auto: from the model (Qwen, "
+                               "Mage-Flow, LongCat count tokens from the end of the text the model receives; Flux: T5 "
+                               "order; FLUX.2 klein: its Qwen3 template from the start, encoder told from the text "
+                               "width; SD UNets: CLIP, 77 tokens per chunk)."),
                 io.Combo.Input("mode", options=list(MODES), default="training_free_bias",
                                tooltip="training_free_bias: raise the attention logits of the focus tokens; "
                                "value_scale: scale their values; learned: the trained relocation (focus_weights)."),

@@ -52,6 +52,9 @@ def families(comfy):
         else:  # TextEncodeMageFlowEdit / TextEncodeQwenImageEdit attach their references to both
             positive, negative = (comfy.node_helpers.conditioning_set_values(c, {"reference_latents": refs[:1]},
                                                                            append=True) for c in (positive, negative))
+        if family == "longcat":  # ComfyUI's LongCat Image Edit blueprint: FluxKontextMultiReferenceLatentMethod
+            positive, negative = (comfy.node_helpers.conditioning_set_values(c, {"reference_latents_method": "index"})
+                                  for c in (positive, negative))
         layout = "flux2_klein" if family == "flux2_klein" else "auto"  # the tiny klein's text width is not 7680
         out[family] = types.SimpleNamespace(model=build(), te=te, positive=positive, negative=negative,
                                             layout=layout, latent={"samples": torch.zeros(1, channels, side, side)})
