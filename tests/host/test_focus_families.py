@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from comfy_inprocess import pack_module
-from tiny_families import (TINY_TEXT, encode, tiny_flux2, tiny_joyimage, tiny_longcat, tiny_mage_flow,
+from comfy_inprocess import random_image
+from tiny_families import (TINY_TEXT, encode, tiny_clip, tiny_flux2, tiny_joyimage, tiny_longcat, tiny_mage_flow,
                            token_ids_of, token_revealing_te)
 
 pytestmark = pytest.mark.host
@@ -214,3 +215,23 @@ def test_learned_focus_where_a_focus_file_fits_the_model(comfy, focus, families,
     other = dict(meta, family="qwen_image_edit")
     with pytest.raises(weights.FocusWeightsError, match="mismatch: family"):
         run_node(focus, case.model, case, mode="learned", focus_weights=(state, other))
+
+
+@pytest.mark.parametrize("family", ["longcat", "mage_flow"])
+def test_the_sampler_reencodes_the_instruction_as_the_familys_edit_node(comfy, families, family):
+    """With directives and a clip, the CogniEdit Sampler re-encodes the enriched instruction as the family's own edit
+    node encodes a prompt with the source image: Mage-Flow TextEncodeMageFlowEdit, LongCat TextEncodeQwenImageEdit
+    (ComfyUI's LongCat Image Edit blueprint), not Qwen-Image-Edit's template; the positive's options are kept."""
+    from comfy_extras.nodes_mage import TextEncodeMageFlowEdit
+    from comfy_extras.nodes_qwen import TextEncodeQwenImageEdit
+
+    sampler = pack_module("nodes.sampler")
+    case, clip = families[family], tiny_clip(comfy, family)
+    image = random_image(64, 64, seed=4)
+    ours = sampler.reencode(clip, case.model, PROMPT, image, case.positive)
+    if family == "mage_flow":
+        expected = TextEncodeMageFlowEdit.execute(clip, PROMPT, vae=None, images={"image_1": image}).args[0]
+    else:
+        expected = TextEncodeQwenImageEdit.execute(clip, PROMPT, vae=None, image=image).args[0]
+    assert torch.equal(ours[0][0], expected[0][0])
+    assert ours[0][1]["reference_latents"] is case.positive[0][1]["reference_latents"]

@@ -75,6 +75,18 @@ def tiny_mage_flow(comfy, text_width: int = TINY_TEXT, seed: int = 0):
 TINY_LLAMA = dict(hidden_size=TINY_TEXT, intermediate_size=32, num_attention_heads=1, num_key_value_heads=1)
 
 
+def tiny_clip(comfy, family: str):
+    """A real comfy.sd.CLIP of ``family`` ("longcat", "mage_flow"): ComfyUI's tokenizer and text-encoder classes on
+    the tiny text-only llama of ``token_revealing_te`` (images given to it are dropped: it has no vision tower)."""
+    import comfy.supported_models_base
+
+    tokenizer, te = token_revealing_te(comfy, family)
+    target = comfy.supported_models_base.ClipTarget(type(tokenizer), type(te))
+    clip = comfy.sd.CLIP(target=target, model_options=te.tiny_options)
+    clip.cond_stage_model.load_state_dict(te.state_dict())
+    return clip
+
+
 def token_revealing_te(comfy, family: str):
     """(tokenizer, text encoder) of ComfyUI's classes for ``family`` ("flux2_klein", "longcat", "mage_flow"), the
     encoder on a tiny random Qwen3 llama (ComfyUI's class) with zero attention and MLP outputs."""
@@ -86,8 +98,8 @@ def token_revealing_te(comfy, family: str):
 
     if family == "flux2_klein":  # the real Qwen3_4BModel (layers 9, 18, 27 stacked) on a 28-layer tiny config
         tokenizer = flux_te.KleinTokenizer()
-        te = flux_te.klein_te(model_type="qwen3_4b")(model_options={
-            "qwen3_4b_model_config": dict(TINY_LLAMA, num_hidden_layers=28)})
+        options = {"qwen3_4b_model_config": dict(TINY_LLAMA, num_hidden_layers=28)}
+        te = flux_te.klein_te(model_type="qwen3_4b")(model_options=options)
     else:
         def tiny_clip(**kwargs):  # text only: the real encoders' vision towers are full size
             return sd1_clip.SDClipModel(layer="last", textmodel_json_config=dict(TINY_LLAMA, num_hidden_layers=2),
@@ -95,16 +107,17 @@ def token_revealing_te(comfy, family: str):
                                         model_class=llama.Qwen3_4B, enable_attention_masks=True,
                                         return_attention_masks=True, **kwargs)
         if family == "longcat":
-            tokenizer, te = longcat_te.LongCatImageTokenizer(), longcat_te.LongCatImageTEModel(
-                model_options={"qwen25_7b_class": tiny_clip})
+            options = {"qwen25_7b_class": tiny_clip}
+            tokenizer, te = longcat_te.LongCatImageTokenizer(), longcat_te.LongCatImageTEModel(model_options=options)
         else:
-            tokenizer, te = mage_te.MageFlowTokenizer(), mage_te.MageFlowTEModel(
-                model_options={"qwen3vl_4b_class": tiny_clip})
+            options = {"qwen3vl_4b_class": tiny_clip}
+            tokenizer, te = mage_te.MageFlowTokenizer(), mage_te.MageFlowTEModel(model_options=options)
     state = random_state_dict(te, seed=3, std=1.0)
     for key in state:
         if key.endswith(("o_proj.weight", "down_proj.weight")):
             state[key].zero_()  # each layer adds nothing: every hidden state is its token's embedding
     te.load_state_dict(state)
+    te.tiny_options = options  # what builds the same encoder again (tiny_clip)
     return tokenizer, te.eval()
 
 
