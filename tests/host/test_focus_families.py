@@ -88,13 +88,20 @@ def received_contexts(comfy, model, case):
     return seen
 
 
-@pytest.mark.parametrize("family", ["flux2_klein", "longcat", "mage_flow"])
-def test_spans_land_on_the_phrase_in_what_the_model_receives(comfy, focus, families, family):
+@pytest.mark.parametrize("family,with_image", [("flux2_klein", False), ("longcat", False), ("longcat", True),
+                                               ("mage_flow", False), ("mage_flow", True)])
+def test_spans_land_on_the_phrase_in_what_the_model_receives(comfy, focus, families, family, with_image):
     """The node's positions, resolved against the context that reached the DiT (after the encoder's template cut
-    and padding and the model's own padding), hold exactly the phrase's tokens."""
+    and padding and the model's own padding), hold exactly the phrase's tokens; with a source image the encoders
+    switch to their edit templates (LongCat's vision block, Mage's "Image 1:" prefix), which changes nothing."""
     from cogniedit.text.tokenizer import load_qwen25_tokenizer
 
     case = families[family]
+    if with_image:
+        tokenizer, _ = token_revealing_te(comfy, family)
+        positive = [[encode(tokenizer, case.te, PROMPT, images=[random_image(32, 32)]), case.positive[0][1]]]
+        assert positive[0][0].shape[1] > case.positive[0][0].shape[1]  # the edit template: more before the prompt
+        case = types.SimpleNamespace(**dict(vars(case), positive=positive))
     plan, report = focus.build_plan(case.model, PROMPT, PHRASES, case.layout, "training_free_bias", 3.0, "all", 0.0,
                                     1.0, True)
     bias = pack_module("cogniedit.focus.bias")

@@ -121,10 +121,11 @@ def token_revealing_te(comfy, family: str):
     return tokenizer, te.eval()
 
 
-def encode(tokenizer, te, text: str):
-    """[1, L, D] conditioning as CLIPTextEncode would produce it (tokenize_with_weights + encode_token_weights)."""
+def encode(tokenizer, te, text: str, **tokenize_options):
+    """[1, L, D] conditioning as CLIPTextEncode would produce it (tokenize_with_weights + encode_token_weights);
+    ``images=[...]`` as the edit nodes pass them (the tiny encoder drops the image tokens, the template stays)."""
     with torch.no_grad():
-        out = te.encode_token_weights(tokenizer.tokenize_with_weights(text))
+        out = te.encode_token_weights(tokenizer.tokenize_with_weights(text, **tokenize_options))
     return out[0].float()
 
 
