@@ -1,14 +1,15 @@
 """Sampling time with the CogniEdit Token Focus patch over sampling time without, same model and steps, one run (CPU).
 
-Model: the tiny Qwen-Image(-Edit) or Flux Kontext DiT of tests/host (real ComfyUI classes) with a reference latent,
-or the tiny InstructPix2Pix UNet (cross-attention path; no learned mode), sampled by ComfyUI's KSampler (euler, simple, cfg > 1 so both the cond and the uncond pass run). Timed: the unpatched
+Model: the tiny Qwen-Image(-Edit), Flux Kontext, FLUX.2 klein, LongCat-Image or Mage-Flow DiT of tests/host (real
+ComfyUI classes; the new families at their real text widths and text lengths: klein 512 tokens of 7680, LongCat 512
+of 3584, Mage-Flow prompt + 5 of 2560) with a reference latent, or the tiny InstructPix2Pix UNet (cross-attention path; no learned mode), sampled by ComfyUI's KSampler (euler, simple, cfg > 1 so both the cond and the uncond pass run). Timed: the unpatched
 model, then the node's output in training_free_bias, value_scale and learned mode (a random LearnedFocus written to a
 focus-weights file and read back through cogniedit.focus.weights_file). Runs are interleaved; best-of-N wall and
 process-CPU times and their ratios are printed. Targets: <= 1.05x training-free, <= 1.15x learned. No threshold
 is asserted.
 
-    .venv/bin/python bench/bench_focus_node.py [--model qwen|flux|ip2p] [--steps 6] [--repeats 7] [--latent 16]
-        [--attention pytorch|default]
+    .venv/bin/python bench/bench_focus_node.py [--model qwen|flux|ip2p|flux2|longcat|mageflow] [--steps 6]
+        [--repeats 7] [--latent 16] [--attention pytorch|default]
 """
 
 from __future__ import annotations
@@ -28,9 +29,29 @@ sys.path.insert(0, str(REPO))
 from comfy_inprocess import (bootstrap, flux_conditioning, pack_module, qwen_conditioning,  # noqa: E402
                              sd_conditioning, tiny_flux_kontext, tiny_instructpix2pix, tiny_qwen_image)
 from cogniedit.host import find_comfyui  # noqa: E402
+from cogniedit.focus.text_layout import encoder_tokens, layout_for  # noqa: E402
+from cogniedit.text.tokenizer import load_qwen25_tokenizer  # noqa: E402
 
 PROMPTS = {"qwen": ("make the cat red", "cat, red", 9), "flux": ("make the left cup red", "left cup, red", 8),
            "ip2p": ("make the left cup red", "left cup, red", 77)}
+# FLUX.2 klein, LongCat, Mage-Flow: (layout, focus-file family, real text width, latent channels, patch size)
+FAMILIES = {"flux2": ("flux2_klein", "flux2_klein", 7680, 128, 1), "longcat": ("longcat", "longcat_image", 3584, 16, 2),
+            "mageflow": ("mage_flow", "mage_flow", 2560, 128, 1)}
+PROMPTS.update({name: ("make the left cup red", "left cup, red", None) for name in FAMILIES})
+
+
+def family_model(comfy, name):
+    """(model, focus-file family, positive, negative, latent channels, patch) for a new family: the conditioning
+    has the length that family's encoder gives the prompt (text_layout), random values at the real width."""
+    from tiny_families import tiny_flux2, tiny_longcat, tiny_mage_flow
+
+    layout, file_family, width, channels, patch = FAMILIES[name]
+    build = {"flux2": tiny_flux2, "longcat": tiny_longcat, "mageflow": tiny_mage_flow}[name]
+    tokens = len(encoder_tokens(PROMPTS[name][0], load_qwen25_tokenizer(), layout_for(layout))[0])
+    generator = torch.Generator().manual_seed(0)
+    positive = [[torch.randn(1, tokens, width, generator=generator), {}]]
+    negative = [[torch.randn(1, tokens, width, generator=generator) * 0.5, {}]]
+    return build(comfy, text_width=width), file_family, positive, negative, channels, patch
 
 
 def main() -> None:
@@ -63,7 +84,11 @@ def main() -> None:
     learned = pack_module("cogniedit.focus.learned")
 
     prompt, phrases, tokens = PROMPTS[args.model]
-    if args.model == "qwen":
+    channels, patch = 16, 2
+    if args.model in FAMILIES:
+        model, family, positive, negative, channels, patch = family_model(comfy, args.model)
+        tokens = positive[0][0].shape[1]
+    elif args.model == "qwen":
         model, family = tiny_qwen_image(comfy), "qwen_image_edit"
         positive, negative = qwen_conditioning(tokens=tokens)
     elif args.model == "flux":
@@ -72,9 +97,9 @@ def main() -> None:
     else:  # IP2P: the source image rides in the conditioning (concat), there is no reference latent
         model, family = tiny_instructpix2pix(comfy), None
         positive, negative = sd_conditioning()
-    channels = 4 if family is None else 16
+    channels = 4 if family is None else channels
     if family is not None:
-        reference = torch.randn(1, 16, args.latent, args.latent, generator=torch.Generator().manual_seed(1))
+        reference = torch.randn(1, channels, args.latent, args.latent, generator=torch.Generator().manual_seed(1))
         positive, negative = (comfy.node_helpers.conditioning_set_values(c, {"reference_latents": [reference]},
                                                                          append=True) for c in (positive, negative))
     latent = {"samples": torch.zeros(1, channels, args.latent, args.latent)}
@@ -111,7 +136,7 @@ def main() -> None:
             wall[name] = min(wall[name], time.perf_counter() - start_wall)
             cpu[name] = min(cpu[name], time.process_time() - start_cpu)
 
-    image_tokens = (args.latent // 2) ** 2 if family is not None else args.latent ** 2
+    image_tokens = (args.latent // patch) ** 2 if family is not None else args.latent ** 2
     extra = f" + {image_tokens} reference" if family is not None else " (at full latent size)"
     print(f"model {args.model} (tiny), {args.steps} steps, cfg {args.cfg}, {image_tokens} image{extra} "
           f"tokens, {tokens} text tokens, best of {args.repeats}, {args.threads} thread(s), attention "

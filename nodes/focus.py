@@ -33,6 +33,7 @@ from ..cogniedit.focus.bias import FocusSchedule, parse_blocks, select_blocks
 from ..cogniedit.focus.learned import LearnedFocus, count_blocks, text_hidden_size
 from ..cogniedit.focus.override import TXT_LEN_KEY, FocusProbe, FocusTally, active_samples, make_attention_override
 from ..cogniedit.focus.spans import phrase_spans
+from ..cogniedit.focus.text_layout import layout_for
 from ..cogniedit.focus.weights_file import FocusWeightsError, base_model_hash, check_focus_fit, learned_focus_from
 from ..cogniedit.text.tokenizer import load_qwen25_tokenizer
 from .common import FOCUS_PATCH_KEY, TALLY_ATTRIBUTE, capped
@@ -44,19 +45,42 @@ DIFFUSION_MODEL = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
 OUTER_SAMPLE = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
 REPORT_PHRASES, REPORT_SPANS, REPORT_WARNINGS = 12, 3, 8  # the report lists this many, then "... and N more"
 MODES = {"training_free_bias": "bias", "value_scale": "value", "learned": "learned"}
-LAYOUTS = ["auto", "qwen_image", "qwen_image_edit", "flux", "sd_clip"]
-LAYOUT_OF_FAMILY = {"qwen_image": "qwen_image_edit", "flux": "flux", "sd_unet": "sd_clip"}
+LAYOUTS = ["auto", "qwen_image", "qwen_image_edit", "flux", "flux2_klein", "longcat", "mage_flow", "sd_clip"]
+LAYOUT_OF_FAMILY = {"qwen_image": "qwen_image_edit", "flux": "flux", "sd_unet": "sd_clip", "longcat": "longcat",
+                    "mage_flow": "mage_flow"}
 COMFY_ROOT = Path(comfy.patcher_extension.__file__).resolve().parents[1]
+# FLUX.2's DiT does not say which encoder feeds it; its text width does (3 stacked hidden layers of the encoder)
+FLUX2_ENCODERS = {7680: "klein (Qwen3 4B)", 12288: "klein (Qwen3 8B)", 15360: "dev (Mistral-3 24B)"}
+FLUX2_DEV_REFUSED = ("Token Focus cannot place the phrases on FLUX.2 dev: its Mistral-3 (tekken) tokenizer is stored "
+                     "inside the text-encoder file and ComfyUI ships no tokenizer file for it (comfy/text_encoders/"
+                     "llama_tokenizer has no tokenizer.json), so the token positions cannot be computed; use FLUX.2 "
+                     "klein (Qwen3 encoder), or layout flux2_klein if this FLUX.2 model is fed by a Qwen3 encoder")
+# ComfyUI 0.33 families whose text is not the head of a joint sequence: refused with the reason, not biased wrongly
+UNHANDLED_LAYOUTS = {
+    "JoyImage": "puts the text after the image tokens (joint sequence [image | text])",
+    "HunyuanImage21": "puts the text after the image tokens (flipped image/text order)",
+    "HunyuanVideo": "puts the text after the image tokens (flipped image/text order)",
+    "Kandinsky5": "attends to the text through cross-attention inside its own blocks",
+    "Omnigen2": "runs one single-stream sequence whose text layout Token Focus does not model yet",
+    "Lumina2": "runs one single-stream sequence whose text layout Token Focus does not model yet",
+    "HiDream": "feeds several text encoders into its blocks in a layout Token Focus does not model yet",
+}
 
 
 # ---------------------------------------------------------------- model family and tokenizers
 
 def model_family(model) -> str:
-    """"qwen_image", "flux" or "sd_unet" from the diffusion model's class; a clear error for anything else."""
+    """"qwen_image", "flux", "flux2", "longcat", "mage_flow" or "sd_unet" from the model's classes; a clear error
+    naming the reason for anything else."""
+    import comfy.model_base as model_base
     from comfy.ldm.flux.model import Flux
     from comfy.ldm.qwen_image.model import QwenImageTransformer2DModel
 
-    dit = model.model.diffusion_model
+    base, dit = model.model, model.model.diffusion_model
+    for kind, family in ((model_base.Flux2, "flux2"), (model_base.LongCatImage, "longcat"),
+                         (model_base.MageFlow, "mage_flow")):
+        if isinstance(base, kind):
+            return family
     if isinstance(dit, QwenImageTransformer2DModel):
         return "qwen_image"
     if isinstance(dit, Flux):
@@ -65,8 +89,11 @@ def model_family(model) -> str:
 
     if isinstance(dit, UNetModel):
         return "sd_unet"
-    raise ValueError(f"Token Focus is not supported yet for this model type ({type(dit).__name__}); it works on "
-                     "Qwen-Image(-Edit) and Flux (Kontext) DiTs and SD-family UNets (e.g. InstructPix2Pix).")
+    name = next((cls.__name__ for cls in type(base).__mro__ if cls.__name__ in UNHANDLED_LAYOUTS), None)
+    why = f" ({name} {UNHANDLED_LAYOUTS[name]})" if name else ""
+    raise ValueError(f"Token Focus is not supported for this model type ({type(base).__name__}){why}; it works on "
+                     "Qwen-Image(-Edit), Mage-Flow, Flux (Kontext), FLUX.2 klein and LongCat-Image(-Edit) DiTs and "
+                     "SD-family UNets (e.g. InstructPix2Pix).")
 
 
 @functools.lru_cache(maxsize=1)
@@ -77,11 +104,27 @@ def t5_tokenizer():
     return T5TokenizerFast.from_pretrained(str(COMFY_ROOT / "comfy" / "text_encoders" / "t5_tokenizer"))
 
 
-def resolve_layout(layout: str, family: str) -> str:
+def flux2_layout(model) -> str:
+    """FLUX.2: klein's Qwen3 layout, told from the DiT's text width; dev (Mistral) and unknown widths refused."""
+    width = model.model.diffusion_model.txt_in.in_features
+    encoder = FLUX2_ENCODERS.get(width)
+    if encoder is None:
+        raise ValueError(f"this FLUX.2 model's text width is {width}, none of the known encoders' ("
+                         f"{', '.join(f'{w} = {name}' for w, name in FLUX2_ENCODERS.items())}); choose layout "
+                         "flux2_klein if it is fed by a Qwen3 encoder")
+    if encoder.startswith("dev"):
+        raise ValueError(FLUX2_DEV_REFUSED)
+    return "flux2_klein"
+
+
+def resolve_layout(layout: str, family: str, model=None) -> str:
     if layout == "auto":
         # Qwen: count from the end, which is right for Qwen-Image and -Edit alike (no vision-token count needed)
-        return LAYOUT_OF_FAMILY[family]
-    fits = layout.startswith("qwen_image") if family == "qwen_image" else layout == LAYOUT_OF_FAMILY[family]
+        return flux2_layout(model) if family == "flux2" else LAYOUT_OF_FAMILY[family]
+    if family == "qwen_image":
+        fits = layout.startswith("qwen_image")
+    else:
+        fits = layout == ("flux2_klein" if family == "flux2" else LAYOUT_OF_FAMILY[family])
     if not fits:
         raise ValueError(f"layout {layout!r} does not fit this model ({family}); choose 'auto'")
     return layout
@@ -121,6 +164,11 @@ def span_lines(spans, shift: int = 0) -> list[str]:
     return capped(lines, REPORT_PHRASES)
 
 
+def counts_from_end(layout: str) -> bool:
+    """Whether a layout's positions count from the end of the text (the UNet's CLIP layout has no text_layout)."""
+    return layout != "sd_clip" and layout_for(layout).anchor == "end"
+
+
 def focus_tokens(prompt: str, phrases: list[str], layout: str) -> FocusTokens:
     if layout == "sd_clip":
         # ComfyUI's CLIP positions; a FocusSpans entry also focuses the conditioning's repeated 77-token copies
@@ -129,14 +177,16 @@ def focus_tokens(prompt: str, phrases: list[str], layout: str) -> FocusTokens:
     if layout == "flux":
         found = phrase_spans(prompt, phrases, t5_tokenizer(), "flux")
         whole = phrase_spans(prompt, [prompt], t5_tokenizer(), "flux")
-    else:
+    else:  # every other encoder tokenizes with ComfyUI's qwen25_tokenizer files (Qwen2.5-VL, Qwen3, Qwen3-VL)
         tokenizer = load_qwen25_tokenizer(comfyui_root=COMFY_ROOT)
-        found = phrase_spans(prompt, phrases, tokenizer, "qwen_image")
-        whole = phrase_spans(prompt, [prompt], tokenizer, "qwen_image")
-    from_end = layout == "qwen_image_edit"
+        # Qwen-Image-Edit counts from the end: its positions are Qwen-Image's, whatever the vision tokens before
+        built = "qwen_image" if layout == "qwen_image_edit" else layout
+        found = phrase_spans(prompt, phrases, tokenizer, built)
+        whole = phrase_spans(prompt, [prompt], tokenizer, built)
+    from_end = counts_from_end(layout)  # resolved against the text length the DiT receives
     shift = -found.text_len if from_end else 0
     lines = span_lines(found.spans, shift)
-    if layout == "qwen_image":
+    if layout != "flux" and not from_end:
         entry = found  # FocusSpans: the core also focuses ComfyUI's repeated copies of a short conditioning
     elif from_end:
         entry = found.from_end()
@@ -160,7 +210,8 @@ def weights_parts(focus_weights) -> tuple[dict, dict]:
 
 
 # the ShapeEdit editor's DiT is a (narrow) Qwen-Image-Edit transformer: its focus files fit that family
-FITTING_FAMILIES = {"qwen_image": ("qwen_image", "qwen_image_edit", "shapeedit"), "flux": ("flux_kontext",)}
+FITTING_FAMILIES = {"qwen_image": ("qwen_image", "qwen_image_edit", "shapeedit"), "flux": ("flux_kontext",),
+                    "flux2": ("flux2_klein",), "longcat": ("longcat_image",), "mage_flow": ("mage_flow",)}
 
 
 def learned_module(focus_weights, family: str, dit) -> tuple[LearnedFocus, Any]:
@@ -355,8 +406,8 @@ def describe(plan: FocusPlan, layout: str, family: str, block_warnings: list[str
     lines = [f"model: {family}, layout: {layout}, mode: {plan.mode}, strength: {plan.strength:g}, "
              f"blocks: {plan.blocks[:60]}, steps: {plan.schedule.start_percent:g}-{plan.schedule.end_percent:g}, "
              f"cond only: {plan.cond_only}",
-             f"tokens to focus: {plan.tokens.count}" + (" (positions counted from the end)"
-                                                        if layout == "qwen_image_edit" else ""),
+             f"tokens to focus: {plan.tokens.count}" + (" (positions counted from the end of the text the model "
+                                                        "receives)" if counts_from_end(layout) else ""),
              "planned here; what sampling applied (attention calls biased, tokens hit) is counted while sampling: "
              "see the CogniEdit Sampler's report, or the ComfyUI log after a core sampler"]
     lines += [f"  {line}" for line in plan.tokens.lines]
@@ -394,17 +445,20 @@ class CogniEditTokenFocus(io.ComfyNode):
             "the focus phrases of the instruction (training-free logit bias or value scaling, or the learned "
             "relocation from a focus-weights file). Strength 0 returns the model unpatched.",
             inputs=[
-                io.Model.Input("model", tooltip="Qwen-Image(-Edit), Flux (Kontext) or an SD-family UNet "
-                               "(InstructPix2Pix, SD1.x/SDXL: cross-attention, training-free modes only)."),
+                io.Model.Input("model", tooltip="Qwen-Image(-Edit), Mage-Flow(-Edit), Flux (Kontext), FLUX.2 klein, "
+                               "LongCat-Image(-Edit) or an SD-family UNet (InstructPix2Pix, SD1.x/SDXL: "
+                               "cross-attention, training-free modes only). FLUX.2 dev is refused (no Mistral "
+                               "tokenizer file in ComfyUI)."),
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The exact text you encode (needed to find the tokens). Ignored when "
                                 "directives are connected: their enriched instruction is used."),
                 io.String.Input("phrases", multiline=True, default="",
                                 tooltip="Focus phrases, comma or newline separated. Ignored with directives."),
                 io.Combo.Input("layout", options=LAYOUTS, default="auto",
-                               tooltip="How the prompt sits in the conditioning. auto: from the model (Qwen "
-                               "counts tokens from the end, right for Qwen-Image and -Edit; Flux: T5 order; SD UNets: "
-                               "CLIP, 77 tokens per chunk)."),
+                               tooltip="How the prompt sits in the conditioning. auto: from the model (Qwen, "
+                               "Mage-Flow, LongCat count tokens from the end of the text the model receives; Flux: T5 "
+                               "order; FLUX.2 klein: its Qwen3 template from the start, encoder told from the text "
+                               "width; SD UNets: CLIP, 77 tokens per chunk)."),
                 io.Combo.Input("mode", options=list(MODES), default="training_free_bias",
                                tooltip="training_free_bias: raise the attention logits of the focus tokens; "
                                "value_scale: scale their values; learned: the trained relocation (focus_weights)."),
@@ -458,7 +512,7 @@ def build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_per
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     family = model_family(model)
-    layout = resolve_layout(layout, family)
+    layout = resolve_layout(layout, family, model)
     parse_blocks(blocks)  # a bad block spec fails here, with its message, not mid-sampling
     block_warnings = [] if MODES[mode] == "learned" else check_blocks(model, family, blocks)  # learned: the file's
     schedule = FocusSchedule(start_percent, end_percent)

@@ -159,10 +159,20 @@ _TEXT_BOUND_OPTIONS = ("pooled_output", "attention_mask")
 
 
 def reencode(clip, model, text: str, source_image, positive):
-    """The enriched instruction encoded the way the model's edit workflow encodes prompts: Qwen-Image with the
-    source image as vision input (TextEncodeQwenImageEditPlus without a VAE; the reference latent is added
-    separately), other models (Flux Kontext) as plain text. Options of ``positive`` are carried over."""
-    if isinstance(model.model, comfy.model_base.QwenImage) and source_image is not None:
+    """The enriched instruction encoded the way the model's own edit node encodes prompts, with the source image as
+    vision input and no VAE (the reference latent is added separately): Mage-Flow TextEncodeMageFlowEdit, LongCat
+    TextEncodeQwenImageEdit (ComfyUI's LongCat Image Edit blueprint), Qwen-Image TextEncodeQwenImageEditPlus; other
+    models (Flux Kontext, FLUX.2) as plain text. Options of ``positive`` are carried over."""
+    base = model.model
+    if isinstance(base, comfy.model_base.MageFlow) and source_image is not None:  # a QwenImage: before it
+        from comfy_extras.nodes_mage import TextEncodeMageFlowEdit
+
+        encoded = TextEncodeMageFlowEdit.execute(clip, text, vae=None, images={"image_1": source_image}).args[0]
+    elif isinstance(base, comfy.model_base.LongCatImage) and source_image is not None:
+        from comfy_extras.nodes_qwen import TextEncodeQwenImageEdit
+
+        encoded = TextEncodeQwenImageEdit.execute(clip, text, vae=None, image=source_image).args[0]
+    elif isinstance(base, comfy.model_base.QwenImage) and source_image is not None:
         from comfy_extras.nodes_qwen import TextEncodeQwenImageEditPlus
 
         encoded = TextEncodeQwenImageEditPlus.execute(clip, text, vae=None, image1=source_image).args[0]
@@ -286,7 +296,8 @@ class CogniEditSampler(io.ComfyNode):
                 Directives.Input("directives", optional=True, tooltip=_DIRECTIVES_TOOLTIP + " With a clip, "
                                  "the enriched instruction replaces the positive prompt."),
                 io.Clip.Input("clip", optional=True, tooltip="Text encoder used to re-encode the directives' "
-                              "enriched instruction (Qwen-Image: with the source image as vision input)."),
+                              "enriched instruction (Qwen-Image, Mage-Flow, LongCat: with the source image as vision "
+                              "input, as their edit nodes do)."),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent", tooltip="The edited latent, the size of the 32-px-aligned source."),

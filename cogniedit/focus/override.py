@@ -169,6 +169,17 @@ def make_attention_override(
             hits_of_layout[layout] = max((tokens_inside(s, text_len) for s, a in zip(samples, active) if a), default=0)
         return hits_of_layout[layout]
 
+    bias_of_layout = {}  # the image rows' [B,1,1,Lk] bias depends only on the batch layout: built once per layout
+
+    def image_bias(samples, text_len, n_k, active, chunks, dtype, device):
+        layout = (text_len, n_k, len(samples), chunks, tuple(active), dtype, device)
+        if layout not in bias_of_layout:
+            if len(bias_of_layout) >= 32:  # bounded: a long session sees only a few layouts at a time
+                bias_of_layout.clear()
+            bias_of_layout[layout] = key_bias(samples, text_len, n_k, strength, active=active, dtype=dtype,
+                                              device=device)
+        return bias_of_layout[layout]
+
     def call_next(func, args, kwargs):
         return prev_override(func, *args, **kwargs) if prev_override is not None else func(*args, **kwargs)
 
@@ -225,8 +236,8 @@ def make_attention_override(
 
         # Structured: attention rows are independent, so run text | image | reference rows separately.
         if mode == "bias":
-            image_mask = combine_masks(key_bias(samples, text_len, n_k, strength, active=active, dtype=q.dtype,
-                                                device=q.device), rows_of_mask(base_mask, rows[0], rows[1], n_q), q.dtype)
+            bias = image_bias(samples, text_len, n_k, active, len(cond_or_uncond or []), q.dtype, q.device)
+            image_mask = combine_masks(bias, rows_of_mask(base_mask, rows[0], rows[1], n_q), q.dtype)
             image_v = v
         else:
             image_mask = rows_of_mask(base_mask, rows[0], rows[1], n_q)

@@ -9,7 +9,8 @@ phrase's characters to the tokens that overlap them. Layouts (see docs/focus.md)
 * ``qwen_image_edit``: ``[Picture N: ]<|vision_start|><vision tokens><|vision_end|>`` precede the prompt;
   vision-token counts come from the image sizes, or positions are counted from the END when the real
   conditioning length is known (the ``<|im_end|>\\n<|im_start|>assistant\\n`` suffix is 5 tokens);
-* ``flux`` (T5): position i = token i of the tokenizer's own encoding (EOS appended by the tokenizer).
+* ``flux`` (T5): position i = token i of the tokenizer's own encoding (EOS appended by the tokenizer);
+* ``flux2_klein``, ``longcat``, ``mage_flow``: see text_layout.py, which builds every layout's tokens.
 """
 
 from __future__ import annotations
@@ -20,19 +21,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-LAYOUTS = ("qwen_image", "qwen_image_edit", "flux")
+from . import text_layout
 
-# ComfyUI's templates (comfy/text_encoders/qwen_image.py, comfy_extras/nodes_qwen.py): only the part
-# up to "<|im_start|>user\n" differs between them and that part is cut, so one template serves both.
-QWEN_TEMPLATE = (
-    "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, quantity, text, "
-    "spatial relationships of the objects and background:<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n"
-    "<|im_start|>assistant\n"
-)
-IM_START_ID = 151644
-USER_ID = 872
-NEWLINE_ID = 198
-IMAGE_PAD_ID = 151655
+LAYOUTS = tuple(text_layout.LAYOUTS)
+QWEN_TEMPLATE = text_layout.QWEN_IMAGE_TEMPLATE
+IMAGE_PAD_ID = text_layout.IMAGE_PAD_ID
 QWEN_SUFFIX_TOKENS = 5  # <|im_end|> \n <|im_start|> assistant \n
 
 
@@ -117,50 +110,23 @@ def find_phrase_chars(prompt: str, phrase: str, occurrences: str = "all") -> lis
     return hits
 
 
-def _encode(tokenizer, text: str, add_special_tokens: bool):
-    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
-    if "offset_mapping" not in enc:
-        raise TypeError("the tokenizer gives no offset mapping; pass a fast (Rust-backed) Hugging Face tokenizer")
-    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-
-
-def _qwen_cut(ids: Sequence[int]) -> int:
-    """Index of the first kept token, by ComfyUI's rule in QwenImageTEModel.encode_token_weights."""
-    end, seen = -1, 0
-    for i, t in enumerate(ids):
-        if t == IM_START_ID and seen < 2:
-            end, seen = i, seen + 1
-    if len(ids) > end + 3 and ids[end + 1] == USER_ID and ids[end + 2] == NEWLINE_ID:
-        end += 3
-    return max(end, 0)
-
-
 def _layout_tokens(prompt, tokenizer, layout, n_images, picture_labels, vision_tokens):
-    """(positions, char offsets in the prompt, DiT text length) for every kept token.
+    """(positions, char offsets in the prompt, DiT text length) for every kept token (text_layout builds them).
 
-    Tokens outside the prompt get offsets (-1, -1), so only prompt tokens can match a phrase.
+    Tokens outside the prompt get offsets (-1, -1), so only prompt tokens can match a phrase. Qwen-Image-Edit:
+    each ``<|image_pad|>`` of the images before the prompt takes that image's vision-token count.
     """
-    if layout == "flux":
-        ids, offs = _encode(tokenizer, prompt, add_special_tokens=True)
-        offs = [(s, e) if e > s else (-1, -1) for s, e in offs]
-        return list(range(len(ids))), offs, len(ids)
-    prefix = edit_image_prefix(n_images, picture_labels) if layout == "qwen_image_edit" else ""
-    head, _ = QWEN_TEMPLATE.split("{}")
-    full = QWEN_TEMPLATE.format(prefix + prompt)
-    ids, offs = _encode(tokenizer, full, add_special_tokens=False)
-    shift = len(head) + len(prefix)  # where the prompt starts in the full string
-    cut = _qwen_cut(ids)
-    positions, prompt_offs, pos, pad_seen = [], [], 0, 0
-    for t, (s, e) in zip(ids[cut:], offs[cut:]):
+    before = edit_image_prefix(n_images, picture_labels) if n_images else ""
+    ids, offs = text_layout.encoder_tokens(prompt, tokenizer, text_layout.layout_for(layout), before)
+    positions, pos, pad_seen = [], 0, 0
+    for t in ids:
         positions.append(pos)
-        in_prompt = s >= shift and e <= shift + len(prompt) and e > s
-        prompt_offs.append((s - shift, e - shift) if in_prompt else (-1, -1))
-        if t == IMAGE_PAD_ID:  # the text encoder replaces this one token with the image's vision tokens
+        if t == IMAGE_PAD_ID and before:  # the text encoder replaces this one token with the image's vision tokens
             pos += vision_tokens[pad_seen] if pad_seen < len(vision_tokens) else 1
             pad_seen += 1
         else:
             pos += 1
-    return positions, prompt_offs, pos
+    return positions, offs, pos
 
 
 def phrase_spans(

@@ -16,7 +16,7 @@ from ..safetensors_io import SafetensorsFileError, read_safetensors, read_safete
 
 FORMAT = "cogniedit.focus"
 FORMAT_VERSION = "1"
-FAMILIES = ("qwen_image", "qwen_image_edit", "flux_kontext", "shapeedit")
+FAMILIES = ("qwen_image", "qwen_image_edit", "flux_kontext", "shapeedit", "flux2_klein", "longcat_image", "mage_flow")
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.")
 
 

@@ -1,0 +1,151 @@
+"""Tiny FLUX.2, LongCat-Image and Mage-Flow models with ComfyUI's own classes, and text encoders whose output shows
+which token sits at each conditioning position (for the host tests and bench/bench_focus_node.py).
+
+* ``tiny_flux2``: a FLUX.2 DiT (hidden 128 = one 128-wide head, 1 double + 1 single block) through ComfyUI's real
+  detection and loader; ``text_width`` 7680 is klein 4B's (3 stacked Qwen3-4B layers), 15360 dev's (Mistral-3);
+* ``tiny_longcat``: LongCat-Image (the Flux DiT with LongCat's config class), narrow text width;
+* ``tiny_mage_flow``: Mage-Flow (its own transformer with Qwen-Image blocks), narrow;
+* ``token_revealing_te``: one of ComfyUI's text-encoder classes (Flux2 klein, LongCat, Mage-Flow: their real
+  template cuts and padding) on a tiny random llama whose attention and MLP outputs are zero, so each position's
+  hidden state is its token's embedding: ``token_ids_of`` reads the ids back from a conditioning.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from comfy_inprocess import random_state_dict
+
+TINY_TEXT = 16  # the tiny encoders' hidden size
+KLEIN_WIDTH = 7680
+
+
+def model_patcher(comfy, base):
+    return comfy.model_patcher.ModelPatcher(base, load_device=comfy.mm.get_torch_device(),
+                                            offload_device=comfy.mm.unet_offload_device())
+
+
+def tiny_flux2(comfy, text_width: int = KLEIN_WIDTH, seed: int = 0):
+    """FLUX.2 through ComfyUI's detection (flux2: global modulation, index references, 128 latent channels)."""
+    from comfy.ldm.flux.model import Flux
+
+    module = Flux(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=text_width,
+                  hidden_size=128, mlp_ratio=3.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[32, 32, 32, 32],
+                  theta=2000, patch_size=1, qkv_bias=False, guidance_embed=False, txt_ids_dims=[3],
+                  global_modulation=True, mlp_silu_act=True, ops_bias=False, default_ref_method="index",
+                  ref_index_scale=10.0, operations=comfy.ops.disable_weight_init, device="meta")
+    return comfy.sd.load_diffusion_model_state_dict(random_state_dict(module, seed))
+
+
+def from_config(comfy, config_class, unet_config, module, seed):
+    config = config_class(unet_config)
+    config.set_inference_dtype(torch.float32, None)
+    state = random_state_dict(module, seed)
+    base = config.get_model(state, "")
+    base.load_model_weights(state, "")
+    return model_patcher(comfy, base)
+
+
+def tiny_longcat(comfy, text_width: int = 3 * TINY_TEXT, seed: int = 0):
+    """LongCat-Image(-Edit): ComfyUI's LongCatImage config and model classes (the detector pins text width 3584)."""
+    from comfy.ldm.flux.model import Flux
+
+    unet_config = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=None, context_in_dim=text_width,
+                       hidden_size=128, mlp_ratio=4.0, num_heads=1, depth=1, depth_single_blocks=1,
+                       axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False,
+                       txt_ids_dims=[1, 2])
+    kwargs = {k: v for k, v in unet_config.items() if k != "image_model"}
+    module = Flux(**kwargs, operations=comfy.ops.disable_weight_init, device="meta")
+    return from_config(comfy, comfy.supported_models.LongCatImage, unet_config, module, seed)
+
+
+def tiny_mage_flow(comfy, text_width: int = TINY_TEXT, seed: int = 0):
+    """Mage-Flow(-Edit): ComfyUI's MageFlow config, model and transformer classes, narrow."""
+    from comfy.ldm.mage_flow.model import MageFlowTransformer2DModel
+
+    unet_config = dict(image_model="mage_flow", in_channels=128, out_channels=128, num_layers=2, attention_head_dim=32,
+                       num_attention_heads=2, joint_attention_dim=text_width, axes_dims_rope=(8, 12, 12))
+    kwargs = {k: v for k, v in unet_config.items() if k != "image_model"}
+    module = MageFlowTransformer2DModel(**kwargs, operations=comfy.ops.disable_weight_init, device="meta")
+    return from_config(comfy, comfy.supported_models.MageFlow, unet_config, module, seed)
+
+
+# ---------------------------------------------------------------- text encoders that show their tokens
+
+TINY_LLAMA = dict(hidden_size=TINY_TEXT, intermediate_size=32, num_attention_heads=1, num_key_value_heads=1)
+
+
+def tiny_clip(comfy, family: str):
+    """A real comfy.sd.CLIP of ``family`` ("longcat", "mage_flow"): ComfyUI's tokenizer and text-encoder classes on
+    the tiny text-only llama of ``token_revealing_te`` (images given to it are dropped: it has no vision tower)."""
+    import comfy.supported_models_base
+
+    tokenizer, te = token_revealing_te(comfy, family)
+    target = comfy.supported_models_base.ClipTarget(type(tokenizer), type(te))
+    clip = comfy.sd.CLIP(target=target, model_options=te.tiny_options)
+    clip.cond_stage_model.load_state_dict(te.state_dict())
+    return clip
+
+
+def token_revealing_te(comfy, family: str):
+    """(tokenizer, text encoder) of ComfyUI's classes for ``family`` ("flux2_klein", "longcat", "mage_flow"), the
+    encoder on a tiny random Qwen3 llama (ComfyUI's class) with zero attention and MLP outputs."""
+    import comfy.sd1_clip as sd1_clip
+    import comfy.text_encoders.flux as flux_te
+    import comfy.text_encoders.llama as llama
+    import comfy.text_encoders.longcat_image as longcat_te
+    import comfy.text_encoders.mage_flow as mage_te
+
+    if family == "flux2_klein":  # the real Qwen3_4BModel (layers 9, 18, 27 stacked) on a 28-layer tiny config
+        tokenizer = flux_te.KleinTokenizer()
+        options = {"qwen3_4b_model_config": dict(TINY_LLAMA, num_hidden_layers=28)}
+        te = flux_te.klein_te(model_type="qwen3_4b")(model_options=options)
+    else:
+        def tiny_clip(**kwargs):  # text only: the real encoders' vision towers are full size
+            return sd1_clip.SDClipModel(layer="last", textmodel_json_config=dict(TINY_LLAMA, num_hidden_layers=2),
+                                        special_tokens={"pad": 151643}, layer_norm_hidden_state=False,
+                                        model_class=llama.Qwen3_4B, enable_attention_masks=True,
+                                        return_attention_masks=True, **kwargs)
+        if family == "longcat":
+            options = {"qwen25_7b_class": tiny_clip}
+            tokenizer, te = longcat_te.LongCatImageTokenizer(), longcat_te.LongCatImageTEModel(model_options=options)
+        else:
+            options = {"qwen3vl_4b_class": tiny_clip}
+            tokenizer, te = mage_te.MageFlowTokenizer(), mage_te.MageFlowTEModel(model_options=options)
+    state = random_state_dict(te, seed=3, std=1.0)
+    for key in state:
+        if key.endswith(("o_proj.weight", "down_proj.weight")):
+            state[key].zero_()  # each layer adds nothing: every hidden state is its token's embedding
+    te.load_state_dict(state)
+    te.tiny_options = options  # what builds the same encoder again (tiny_clip)
+    return tokenizer, te.eval()
+
+
+def encode(tokenizer, te, text: str, **tokenize_options):
+    """[1, L, D] conditioning as CLIPTextEncode would produce it (tokenize_with_weights + encode_token_weights);
+    ``images=[...]`` as the edit nodes pass them (the tiny encoder drops the image tokens, the template stays)."""
+    with torch.no_grad():
+        out = te.encode_token_weights(tokenizer.tokenize_with_weights(text, **tokenize_options))
+    return out[0].float()
+
+
+def token_ids_of(te, context: torch.Tensor) -> list[int | None]:
+    """The token id at each position of a conditioning made by ``token_revealing_te`` (None for padding rows the
+    model added: all zero)."""
+    embed = next(module for name, module in te.named_modules() if name.endswith("embed_tokens")).weight.float()
+    rows = context[0, :, :embed.shape[1]]
+    unit = torch.nn.functional.normalize
+    ids = (unit(rows, dim=-1) @ unit(embed, dim=-1).T).argmax(-1).tolist()
+    return [None if bool((row == 0).all()) else i for row, i in zip(rows, ids)]
+
+
+def tiny_joyimage(comfy, seed: int = 0):
+    """JoyImage (text after the image in its joint sequence): for the refusal."""
+    from comfy.ldm.joyimage.model import JoyImageTransformer3DModel
+
+    unet_config = dict(image_model="joyimage", in_channels=16, hidden_size=128, num_attention_heads=1,
+                       text_dim=TINY_TEXT, num_layers=1)
+    kwargs = {k: v for k, v in unet_config.items() if k != "image_model"}
+    module = JoyImageTransformer3DModel(**kwargs, rope_dim_list=[16, 56, 56], theta=10000,
+                                        operations=comfy.ops.disable_weight_init, device="meta")
+    return from_config(comfy, comfy.supported_models.JoyImage, unet_config, module, seed)
