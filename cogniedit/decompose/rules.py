@@ -315,12 +315,18 @@ def _strip_trailing_result(rest: str, focus: list[FocusPhrase], offset: int) -> 
     return rest
 
 
-def decompose_rules(instruction: str) -> Decomposition:
-    """Decompose with rules only; the enriched instruction is the instruction itself."""
-    focus = find_focus(instruction)
+def decompose_rules(instruction: str, rewrite: bool = True) -> Decomposition:
+    """Decompose with rules only. The enriched instruction is the instruction with what needs no image put in
+    plain grammar (``rewrite.rewrite_instruction``: verb synonyms, number words, word order, politeness, "and
+    then"); focus phrases and targets are read from it, so every span is a span of the enriched text.
+    ``rewrite=False`` keeps the instruction as it is."""
+    from .rewrite import rewrite_instruction  # rewrite reads this module's word lists
+
+    text = rewrite_instruction(instruction) if rewrite and instruction.strip() else instruction
+    focus = find_focus(text)
     targets: list[str] = []
     first = 0  # clauses and phrases are both in reading order: one pass over the phrases
-    for start, end in split_clauses(instruction):
+    for start, end in split_clauses(text):
         while first < len(focus) and focus[first].start < start:
             first += 1
         local, i = [], first
@@ -328,9 +334,9 @@ def decompose_rules(instruction: str) -> Decomposition:
             p = focus[i]
             local.append(FocusPhrase(p.text, p.kind, p.start - start, p.end - start))
             i += 1
-        target = clause_target(instruction[start:end], local)
+        target = clause_target(text[start:end], local)
         if target and target not in targets:
             targets.append(target)
     return Decomposition(
-        enriched_instruction=instruction, targets=targets, focus=focus, source="rules", instruction=instruction
+        enriched_instruction=text, targets=targets, focus=focus, source="rules", instruction=instruction
     )

@@ -3,6 +3,7 @@
     python -m cogniedit.shapes.evaluate --n 500 --editor default --grid out.png
     python -m cogniedit.shapes.evaluate --cases my_cases.jsonl --editor oracle --results results.json
     python -m cogniedit.shapes.evaluate --n 500 --phrasing paraphrase --decompose on
+    python -m cogniedit.shapes.evaluate --compare base.json decompose.json   # paired counts + sign test
 
 Editors: ``default`` (the shipped small editor, ``cogniedit.shapes.editor.load_default_editor``), ``identity``,
 ``oracle``, or ``package.module:factory`` (called with the editor options, returns an object with
@@ -163,6 +164,33 @@ def _json_safe(value):
     return value
 
 
+def sign_test_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided sign test: the chance of a split at least this uneven if either arm wins a discordant
+    case with probability 1/2."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def compare_results(path_a, path_b) -> dict:
+    """Paired comparison of two results files of the same cases: cases only A / only B gets right, sign test."""
+    runs = []
+    for path in (path_a, path_b):
+        with open(path, encoding="utf-8") as f:
+            runs.append(json.load(f)["cases"])
+    a, b = runs
+    keys = [[(c["case_id"], c["instruction"]) for c in run] for run in runs]
+    if keys[0] != keys[1]:
+        raise ValueError(f"{path_a} and {path_b} hold different cases; compare runs of the same cases")
+    only_a = sum(x["success"] and not y["success"] for x, y in zip(a, b))
+    only_b = sum(y["success"] and not x["success"] for x, y in zip(a, b))
+    return {"n": len(a), "success_a": sum(x["success"] for x in a) / len(a),
+            "success_b": sum(y["success"] for y in b) / len(b), "only_a": only_a, "only_b": only_b,
+            "sign_test_p": sign_test_p(only_a, only_b)}
+
+
 def editor_options(args) -> dict:
     """The options for the editor factory; only the ones that differ from the defaults."""
     options = {}
@@ -187,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m cogniedit.shapes.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
+    src.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+                     help="compare two --results files of the same cases (paired counts, sign test) and exit")
     src.add_argument("--cases", help="case file (JSONL, docs/shapeedit.md); default: generate --n cases")
     src.add_argument("--n", type=int, default=500, help="number of cases to generate (default 500)")
     # The editor's training draws its cases from seeds k*1_000_003 + chunk (small chunk numbers), so the
@@ -217,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.compare:
+        try:
+            c = compare_results(*args.compare)
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{c['n']} cases: A {100 * c['success_a']:.1f}% / B {100 * c['success_b']:.1f}% success; "
+              f"only A right {c['only_a']}, only B right {c['only_b']}, sign test p = {c['sign_test_p']:.3g}")
+        return 0
     kinds = [k.strip() for k in args.kinds.split(",")] if args.kinds else None
     try:
         if args.cases:

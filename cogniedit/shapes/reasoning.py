@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from .cases import DIRECTIONS, KINDS, EditCase, EditOp, apply_fixed_ops, apply_ops, touched_cells
 from .phrasing import (ADD_VERBS, MOVE_VERBS, PARAPHRASE, RECOLOUR_VERBS, REMOVE_VERBS, Pool, Wording,
                        direction_of)
 from .refer import cell_name, describe, resolve
@@ -201,17 +202,20 @@ def _single(ref: Ref, scene):
 
 # ----------------------------------------------------------------------------- clauses
 
+def _on_one(ref: Ref, text: str, op_of) -> Clause:
+    """A clause editing the one object ``ref`` names: ``op_of(object)`` is its op."""
+    def ops_in(s):
+        target = _single(ref, s)
+        return None if target is None else (op_of(target),)
+    return Clause(text, ops_in)
+
+
 def _recolour_clause(scene, rng, words, world, obj):
     ref = reasoning_ref(obj, scene, words, world, rng)
     if ref is None:
         return None
     new = [c for c in world.colour_names if c != obj.colour][int(rng.integers(len(world.colour_names) - 1))]
-    text = f"{words.pick(RECOLOUR_VERBS)} {ref.text} {new}"
-
-    def ops_in(s):
-        target = _single(ref, s)
-        return None if target is None else (("recolour", target.cell, new),)
-    return Clause(text, ops_in)
+    return _on_one(ref, f"{words.pick(RECOLOUR_VERBS)} {ref.text} {new}", lambda o: ("recolour", o.cell, new))
 
 
 def _transfer_clause(scene, rng, words, world, obj):
@@ -238,7 +242,7 @@ def _group_clause(scene, rng, words, world, kind):
     options = []
     for shape in world.shapes:
         group = [o for o in scene.objects if o.shape == shape]
-        for c0 in {o.colour for o in group}:
+        for c0 in dict.fromkeys(o.colour for o in group):  # first-seen order: a set would follow the hash seed
             if len(group) >= 2 and sum(o.colour == c0 for o in group) == 1:
                 options.append(("except", shape, c0))
     for c0 in world.colour_names:
@@ -280,35 +284,25 @@ def _group_clause(scene, rng, words, world, kind):
 
 def _move_clause(scene, rng, words, world, obj):
     taken = scene.occupied()
-    steps = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
-    options = [(name, (obj.row + dr, obj.col + dc)) for name, (dr, dc) in steps.items()
+    options = [name for name, (dr, dc) in DIRECTIONS.items()
                if 0 <= obj.row + dr < world.grid and 0 <= obj.col + dc < world.grid
                and (obj.row + dr, obj.col + dc) not in taken]
     if not options:
         return None
-    name = options[int(rng.integers(len(options)))][0]
-    dr, dc = steps[name]
+    name = options[int(rng.integers(len(options)))]
+    dr, dc = DIRECTIONS[name]
     ref = reasoning_ref(obj, scene, words, world, rng)
     if ref is None:
         return None
     text = f"{words.pick(MOVE_VERBS)} {ref.text} {words.pick(PARAPHRASE[name])}"
-
-    def ops_in(s):
-        target = _single(ref, s)
-        return None if target is None else (("move", target.cell, (target.row + dr, target.col + dc)),)
-    return Clause(text, ops_in)
+    return _on_one(ref, text, lambda o: ("move", o.cell, (o.row + dr, o.col + dc)))
 
 
 def _remove_clause(scene, rng, words, world, obj):
     ref = reasoning_ref(obj, scene, words, world, rng)
     if ref is None:
         return None
-    text = f"{words.pick(REMOVE_VERBS)} {ref.text}"
-
-    def ops_in(s):
-        target = _single(ref, s)
-        return None if target is None else (("remove", target.cell),)
-    return Clause(text, ops_in)
+    return _on_one(ref, f"{words.pick(REMOVE_VERBS)} {ref.text}", lambda o: ("remove", o.cell))
 
 
 def _add_clause(scene, rng, words, world, free):
@@ -397,8 +391,6 @@ _COMPOUND_PARTS = ("recolour", "move", "remove", "add")
 # ----------------------------------------------------------------------------- ops and checks
 
 def _to_edit_ops(raw):
-    from .cases import EditOp
-
     ops = []
     for op in raw:
         if op[0] == "recolour":
@@ -414,8 +406,6 @@ def _to_edit_ops(raw):
 
 def _scenes_after(scene, ops, world):
     """Every scene the edit ``ops`` can leave behind (added objects in any free cells)."""
-    from .cases import apply_fixed_ops
-
     fixed = apply_fixed_ops(scene, ops, world)
     adds = [(op.shape, op.colour) for op in ops if op.kind == "add" for _ in range(op.count)]
     if not adds:
@@ -454,8 +444,6 @@ def _compound_ok(scene, a, b, ops_a, ops_b, world):
 def explicit_instruction(source: Scene, ops, world: WorldConfig = DEFAULT_WORLD) -> str:
     """The edit ``ops`` in the template grammar, each reference unambiguous on the source and after the other ops
     (the cell name is used when the shortest phrase would not be)."""
-    from .cases import apply_fixed_ops
-
     adds = [(op.shape, op.colour) for op in ops if op.kind == "add"]
     clauses = []
     for i, op in enumerate(ops):
@@ -507,8 +495,6 @@ def _attempt(kind, scene, rng, words, world):
 def make_reasoning_case(case_id: str, kind: str, rng: np.random.Generator, split: str,
                         world: WorldConfig = DEFAULT_WORLD, max_tries: int = 400):
     """One reasoning case of ``kind``; scenes and wordings that do not give a unique answer are redrawn."""
-    from .cases import EditCase, KINDS, apply_ops, touched_cells
-
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
     for _ in range(max_tries):

@@ -96,3 +96,19 @@ def test_table_formats_missing_kinds_as_dash():
     text = evaluate.format_table({"n": 1, "success": 1.0, "colour_acc": None, "psnr": 100.0, "ssim": 1.0,
                                   "per_kind": {}})
     assert "100.0%" in text and " - " in text
+
+
+def test_compare_gives_paired_counts_and_an_exact_sign_test(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert evaluate.main(["--n", "8", "--seed", "3", "--editor", "oracle", "--results", str(a), "--no-progress"]) == 0
+    assert evaluate.main(["--n", "8", "--seed", "3", "--editor", "identity", "--results", str(b),
+                          "--no-progress"]) == 0
+    capsys.readouterr()
+    assert evaluate.main(["--compare", str(a), str(b)]) == 0
+    assert "only A right 8, only B right 0, sign test p = 0.00781" in capsys.readouterr().out  # 2 / 2**8
+    assert evaluate.sign_test_p(4, 19) == pytest.approx(0.00259, abs=1e-5)  # the README's focus-vs-base split
+    assert evaluate.sign_test_p(0, 0) == 1.0 and evaluate.sign_test_p(5, 5) == 1.0
+    c = tmp_path / "c.json"
+    assert evaluate.main(["--n", "8", "--seed", "4", "--editor", "oracle", "--results", str(c), "--no-progress"]) == 0
+    assert evaluate.main(["--compare", str(a), str(c)]) == 2
+    assert "different cases" in capsys.readouterr().err

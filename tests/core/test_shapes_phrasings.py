@@ -119,3 +119,20 @@ def test_the_command_generates_each_phrasing_and_the_oracle_scores_100(tmp_path,
     assert payload["metrics"]["success"] == 1.0 and payload["phrasing"] == phrasing and payload["split"] == "eval"
     if phrasing != "mixed":
         assert {c["phrasing"] for c in payload["cases"]} == {phrasing}
+
+
+def test_cases_do_not_depend_on_the_hash_seed():
+    """Two processes must generate the same cases (base and +decompose runs are separate processes)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import hashlib, json; from cogniedit.shapes.cases import generate_cases; "
+            "print(hashlib.sha256(''.join(json.dumps(c.to_dict(), sort_keys=True) for c in "
+            "generate_cases(300, 20261129, phrasing='mixed')).encode()).hexdigest())")
+    root = str(Path(__file__).resolve().parents[2])
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
+                              env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": root}).stdout
+               for seed in ("1", "2", "3")}
+    assert len(digests) == 1

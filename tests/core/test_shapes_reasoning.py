@@ -76,9 +76,10 @@ def objects_named(ref: str, scene) -> list:
         return [o for o in objs if o.shape == m[1]]
     if ref in ("the object whose colour appears only once", "the shape with a colour no other shape has"):
         return [o for o in objs if sum(p.colour == o.colour for p in objs) == 1]
-    if m := re.fullmatch(r"the (leftmost|rightmost|topmost|bottommost|highest|lowest) (\w+)", ref):
+    if m := re.fullmatch(r"the (leftmost|rightmost|topmost|bottommost|highest|lowest|left|right|top|bottom) (\w+)",
+                         ref):  # a bare position word is the same extreme ("the top object")
         group = [o for o in objs if m[2] not in SHAPES or o.shape == m[2]]
-        return extremes(group, SUPERLATIVE_WORDS[m[1]])
+        return extremes(group, SUPERLATIVE_WORDS.get(m[1], m[1]))
     if m := re.fullmatch(r"the (\w+) furthest to the (left|right)", ref):
         group = [o for o in objs if m[1] not in SHAPES or o.shape == m[1]]
         return extremes(group, m[2])
