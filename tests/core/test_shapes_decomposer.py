@@ -25,8 +25,8 @@ def test_every_template_answer_reads_back_to_its_ops():
             assert line in st["answer"]  # <object> lines are spans of the answer
 
 
-def test_reference_falls_back_to_the_cell_when_an_earlier_change_makes_it_ambiguous():
-    # two red circles told apart only by colour... after the first recolour the green circle is red too
+def test_reference_falls_back_to_the_cell_when_another_change_makes_it_ambiguous():
+    # after the recolour there are two red circles, so the removed one is named by its cell
     scene = Scene((ShapeObject(0, 0, "circle", "green"), ShapeObject(2, 2, "circle", "red")))
     ops = (EditOp("recolour", (0, 0), colour="red"), EditOp("remove", (2, 2)))
     answer = stages(scene, ops)["answer"]

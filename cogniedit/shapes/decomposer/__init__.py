@@ -85,5 +85,22 @@ def decomposer_report(cases, backend: TimedBackend | None = None) -> dict:
     return result
 
 
-__all__ = ["DEFAULT_FOLDER", "DecomposerFolderError", "TimedBackend", "decomposer_report", "load_backend",
+def decomposer_summary(cases, run_seconds: float) -> dict:
+    """``decomposer_report`` plus the editor's own seconds per case (the run's time minus generation) and a
+    printable line; for ``python -m cogniedit.shapes.evaluate --decompose mllm``."""
+    backend = shipped_backend()
+    result = decomposer_report(cases, backend)
+    n = max(1, len(cases))
+    result["editor_seconds_per_case"] = max(0.0, run_seconds - backend.seconds) / n
+    pct = lambda key: f"{100 * result[key]:.1f}%"  # noqa: E731
+    per_case = result["seconds_per_case"]
+    result["line"] = (f"decomposer (mllm, {result['n']} cases): accuracy {pct('correct')}, malformed "
+                      f"{pct('malformed')}, fallback {pct('fallback')}; "
+                      f"{per_case if per_case is None else round(per_case, 3)} s/case beside the editor's "
+                      f"{result['editor_seconds_per_case']:.3f} s/case")
+    return result
+
+
+__all__ = ["DEFAULT_FOLDER", "DecomposerFolderError", "TimedBackend", "decomposer_report", "decomposer_summary",
+           "load_backend",
            "read_info", "shipped_backend"]

@@ -126,18 +126,20 @@ def collate(samples: list[Sample], encoder: Encoder, rope_index, dropout: float 
             "label_weights": torch.tensor(label_weights, dtype=torch.float32)}
 
 
-def cell_labels(cases) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per merged visual token (cells in reading order, as the vision tower emits them): colour and shape index
-    of the cell's object, 0 for an empty cell."""
-    colours, shapes = [], []
+def cell_labels(cases) -> dict[str, torch.Tensor]:
+    """Per merged visual token (cells in reading order, as the vision tower emits them): its row and column, and
+    the colour and shape index of the cell's object (0 for an empty cell)."""
+    out = {"cell_row": [], "cell_col": [], "cell_colour": [], "cell_shape": []}
     for case in cases:
         world = case.world
         for r in range(world.grid):
             for c in range(world.grid):
                 obj = case.source.at((r, c))
-                colours.append(0 if obj is None else 1 + world.colour_names.index(obj.colour))
-                shapes.append(0 if obj is None else 1 + world.shapes.index(obj.shape))
-    return torch.tensor(colours), torch.tensor(shapes)
+                out["cell_row"].append(r)
+                out["cell_col"].append(c)
+                out["cell_colour"].append(0 if obj is None else 1 + world.colour_names.index(obj.colour))
+                out["cell_shape"].append(0 if obj is None else 1 + world.shapes.index(obj.shape))
+    return {k: torch.tensor(v) for k, v in out.items()}
 
 
 def _answer_weights(answer_ids: list[int], marker: list[int] | None, weight: float) -> list[float]:

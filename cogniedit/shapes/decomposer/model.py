@@ -87,22 +87,34 @@ def _expand_cache(cache, batch: int):
 
 
 class CellProbe(torch.nn.Module):
-    """Training-only probe on the merged visual tokens (one per grid cell): colour and shape of the cell's object
-    (class 0: empty). Its loss teaches the vision tower to see before the language model has learnt to look; it is
-    not part of the exported model."""
+    """Training-only linear probes on the 9 visual tokens (one per grid cell, reading order): the colour and shape
+    of the cell's object (class 0: empty) from the vision tower's output, and the cell's row, column, colour and
+    shape from the language model's hidden state at that token after ``LM_PROBE_LAYER`` layers. They teach the
+    vision tower to see and the language model to know where each visual token sits before it has learnt to
+    describe the scene; they are not part of the exported model."""
 
-    def __init__(self, dim: int, colours: int, shapes: int):
+    def __init__(self, dim: int, colours: int, shapes: int, grid: int = 3):
         super().__init__()
         self.colour = torch.nn.Linear(dim, colours + 1)
         self.shape = torch.nn.Linear(dim, shapes + 1)
+        self.lm = torch.nn.Linear(dim, 2 * grid + colours + 1 + shapes + 1)
+        self.sizes = (grid, grid, colours + 1, shapes + 1)
 
-    def loss(self, features: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    def loss(self, vision: torch.Tensor, text: torch.Tensor, labels: dict) -> torch.Tensor:
         ce = torch.nn.functional.cross_entropy
-        return ce(self.colour(features), colour) + ce(self.shape(features), shape)
+        loss = ce(self.colour(vision), labels["cell_colour"]) + ce(self.shape(vision), labels["cell_shape"])
+        parts = torch.split(self.lm(text), self.sizes, dim=-1)
+        for logits, key in zip(parts, ("cell_row", "cell_col", "cell_colour", "cell_shape")):
+            loss = loss + ce(logits, labels[key])
+        return loss
 
 
-def hidden_states(model, batch: dict, image_outputs=None) -> torch.Tensor:
-    """Final-norm hidden states ``[B, T, H]`` of the suffix tokens (the prefix is shared, see module doc)."""
+LM_PROBE_LAYER = 2
+
+
+def hidden_states(model, batch: dict, image_outputs=None, all_layers: bool = False):
+    """Final-norm hidden states ``[B, T, H]`` of the suffix tokens (the prefix is shared, see module doc); with
+    ``all_layers``, also the tuple of every layer's hidden states."""
     prefix = batch["prefix_ids"][None]
     p = prefix.shape[1]
     prefix_positions = torch.arange(p).view(1, 1, -1).expand(3, 1, -1)
@@ -114,21 +126,24 @@ def hidden_states(model, batch: dict, image_outputs=None) -> torch.Tensor:
     images = {"pixel_values": batch["pixel_values"]} if image_outputs is None else \
         {"mm_encoder_outputs": {"image": image_outputs}}
     out = model.model(input_ids=suffix, image_grid_thw=batch["image_grid_thw"], attention_mask=mask,
-                      position_ids=batch["position_ids"], cache=_expand_cache(cache, b), use_cache=True, **images)
-    return out.last_hidden_state
+                      position_ids=batch["position_ids"], cache=_expand_cache(cache, b), use_cache=True,
+                      output_hidden_states=all_layers, **images)
+    return (out.last_hidden_state, out.hidden_states) if all_layers else out.last_hidden_state
 
 
 def batch_loss(model, batch: dict, probe: CellProbe | None = None, probe_weight: float = 1.0) -> torch.Tensor:
     """The answer tokens' loss, plus ``probe_weight`` times the cell probe's when a probe and cell labels are given."""
-    image_outputs = None
-    if probe is not None and "cell_colour" in batch:
+    if probe is None or "cell_colour" not in batch:
+        hidden = hidden_states(model, batch)
+    else:
         image_outputs = model.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"], return_dict=True)
-    hidden = hidden_states(model, batch, image_outputs)
+        hidden, layers = hidden_states(model, batch, image_outputs, all_layers=True)
     picked = hidden.reshape(-1, hidden.shape[-1])[batch["label_index"]]
     loss = exact_loss(model, picked, batch["label_ids"], batch.get("label_weights"))
-    if image_outputs is not None:
-        features = torch.cat(list(image_outputs.pooler_output))
-        loss = loss + probe_weight * probe.loss(features, batch["cell_colour"], batch["cell_shape"])
+    if probe is not None and "cell_colour" in batch:
+        vision = torch.cat(list(image_outputs.pooler_output))
+        text = layers[min(LM_PROBE_LAYER, len(layers) - 1)][batch["input_ids"] == model.config.image_token_id]
+        loss = loss + probe_weight * probe.loss(vision, text, batch)
     return loss
 
 

@@ -12,22 +12,20 @@
 * ``<object>``: one line per change, the span of the answer after its verb (the target and its new attribute):
   ``the circle blue`` / ``two yellow triangles``.
 
-``answer_ops(answer, scene)`` reads an answer in that grammar back into ops on the source scene (None when it is
-not in the grammar or names no single object), so a decomposition can be scored exactly against a case's ops.
+``answer_ops(answer, scene)`` reads an answer back into ops on the source scene (``template_reader``; None when it
+is not in the grammar or names no single object), so a decomposition can be scored exactly against a case's ops.
 """
 
 from __future__ import annotations
 
-import re
-
-from ..cases import DIRECTIONS, NUMBER_WORDS, EditOp
+from ..cases import NUMBER_WORDS, EditOp
 from ..phrasing import direction_of
 from ..reasoning import explicit_instruction
-from ..refer import cell_name, resolve
+from ..refer import cell_name
 from ..scene import DEFAULT_WORLD, Scene, WorldConfig
+from ..template_reader import read_template
 
 STAGE_FORMAT = "\n".join(f"<{tag}>{{{tag}}}</{tag}>" for tag in ("info", "think", "answer", "object"))
-_WORD_NUMBERS = {word: n for n, word in NUMBER_WORDS.items()} | {"a": 1, "an": 1}
 
 
 def _plural(shape: str, n: int) -> str:
@@ -81,63 +79,13 @@ def stage_text(scene: Scene, ops, world: WorldConfig = DEFAULT_WORLD) -> str:
 
 # ----------------------------------------------------------------------------- answer -> ops
 
-_SPLIT = re.compile(r"\s*,\s*(?:and\s+|then\s+|and then\s+)?|\s+and then\s+|\s+then\s+|\s+and\s+|\s*;\s*")
-
-
-def _clause_op(clause: str, scene: Scene, world: WorldConfig) -> EditOp | None:
-    colours, shapes = world.colour_names, world.shapes
-    words = clause.split()
-    if not words:
-        return None
-    verb = words[0]
-    if verb == "add" and len(words) == 4 and words[1] in _WORD_NUMBERS | {str(n): n for n in range(1, 10)}:
-        count = _WORD_NUMBERS.get(words[1]) or int(words[1])
-        shape = words[3][:-1] if words[3].endswith("s") and words[3][:-1] in shapes else words[3]
-        if words[2] in colours and shape in shapes:
-            return EditOp("add", shape=shape, colour=words[2], count=count)
-        return None
-    if verb in ("make", "turn") and len(words) >= 3 and words[-1] in colours:
-        obj = _one(" ".join(words[1:-1]), scene, world)
-        return None if obj is None else EditOp("recolour", obj.cell, colour=words[-1])
-    if verb == "move":
-        tail = " ".join(words[-3:]) if len(words) >= 4 else ""
-        way = {"to the left": "left", "to the right": "right"}.get(tail)
-        ref_words = words[1:-3] if way else words[1:-1]
-        way = way or (words[-1] if words[-1] in DIRECTIONS else None)
-        obj = _one(" ".join(ref_words), scene, world) if way else None
-        if obj is None:
-            return None
-        dr, dc = DIRECTIONS[way]
-        to = (obj.row + dr, obj.col + dc)
-        if not (0 <= to[0] < world.grid and 0 <= to[1] < world.grid):
-            return None
-        return EditOp("move", obj.cell, to_cell=to)
-    if verb == "remove":
-        obj = _one(" ".join(words[1:]), scene, world)
-        return None if obj is None else EditOp("remove", obj.cell)
-    return None
-
-
-def _one(phrase: str, scene: Scene, world: WorldConfig):
+def answer_ops(answer: str, scene: Scene, world: WorldConfig = DEFAULT_WORLD) -> tuple[EditOp, ...] | None:
+    """The ops an answer in the editor's grammar asks for on ``scene`` (``template_reader``); None when it is not in
+    the grammar or a reference names no single object."""
     try:
-        found = resolve(phrase, scene, world)
+        return read_template(answer, scene, world)
     except ValueError:
         return None
-    return found[0] if len(found) == 1 else None
-
-
-def answer_ops(answer: str, scene: Scene, world: WorldConfig = DEFAULT_WORLD) -> tuple[EditOp, ...] | None:
-    """The ops an answer in the editor's grammar asks for on ``scene``; None when any clause is outside it."""
-    text = answer.strip().lower().rstrip(".").strip()
-    if not text:
-        return None
-    ops = []
-    for clause in _SPLIT.split(text):
-        op = _clause_op(clause.strip(), scene, world)
-        if op is None:
-            return None
-        ops.append(op)
-    return tuple(ops)
 
 
 def same_ops(a, b) -> bool:

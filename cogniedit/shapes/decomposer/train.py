@@ -31,8 +31,8 @@ from .folder import DEFAULT_FOLDER, save_folder
 from .model import CellProbe, batch_loss, export_model, to_training_model
 from .phrasings import PHRASINGS, available_phrasings, case_source
 
-DEFAULTS = dict(steps=1500, batch=32, lr=3e-3, warmup=30, seed=0, ckpt_every=100, check_every=500,
-                check_cases=48, dropout=0.08, answer_weight=2.0, probe_weight=1.0, vocab_cases=1500)
+DEFAULTS = dict(steps=1100, batch=24, lr=3e-3, warmup=30, seed=0, ckpt_every=50, check_every=400,
+                check_cases=24, dropout=0.08, answer_weight=2.0, probe_weight=1.0, vocab_cases=1500)
 STATE_FORMAT = "cogniedit.shapes.decomposer.train_state"
 CHECK_SEED = 777_777  # held-out cases of the in-training check (training seeds start at data.TRAIN_SEED_BASE)
 
@@ -110,7 +110,7 @@ def train(out=DEFAULT_FOLDER, state_path=None, steps=DEFAULTS["steps"], batch=DE
           answer_weight=DEFAULTS["answer_weight"], probe_weight=DEFAULTS["probe_weight"],
           vocab_cases=DEFAULTS["vocab_cases"], phrasing="mixed",
           dims: DecomposerDims = DecomposerDims(), threads: int = 1, fresh: bool = False, stop_after=None,
-          max_minutes=None, command: str = "", log=print, progress: bool = True, system_turn: bool = True):
+          max_minutes=None, command: str = "", log=print, progress: bool = True, system_turn: bool = False):
     """Returns the training-side model. ``stop_after``: stop (with a state checkpoint) after this many steps of
     the ``steps``-step schedule; ``max_minutes``: the same when this much wall time has passed."""
     torch.set_num_threads(threads)
@@ -170,7 +170,7 @@ def train(out=DEFAULT_FOLDER, state_path=None, steps=DEFAULTS["steps"], batch=DE
         rng = np.random.default_rng([seed, step, 7])
         samples = D.encode_cases(encoder, cases)
         batch_data = D.collate(samples, encoder, model.model.get_rope_index, dropout, rng, answer_weight, marker)
-        batch_data["cell_colour"], batch_data["cell_shape"] = D.cell_labels(cases)
+        batch_data.update(D.cell_labels(cases))
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup)
         loss = batch_loss(model, batch_data, model.cell_probe if probe_weight else None, probe_weight)
@@ -219,14 +219,15 @@ def main(argv=None):
     p.add_argument("--fresh", action="store_true", help="ignore an existing training state and start over")
     p.add_argument("--stop-after", type=int, default=None, help="stop (state saved) after this many steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (state saved) after this wall time")
-    p.add_argument("--no-system-turn", action="store_true", help="train and ship a chat template without the system turn")
+    p.add_argument("--system-turn", action="store_true",
+                   help="train with the system prompt in the chat template (default: without, see config.py)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     command = "python -m cogniedit.shapes.decomposer.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     kwargs = {k: getattr(args, k) for k in DEFAULTS}
     train(out=args.out, state_path=args.state, phrasing=args.phrasing, dims=DecomposerDims(layers=args.layers),
           threads=args.threads, fresh=args.fresh, stop_after=args.stop_after, max_minutes=args.max_minutes,
-          command=command, progress=not args.no_progress, system_turn=not args.no_system_turn,
+          command=command, progress=not args.no_progress, system_turn=args.system_turn,
           log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True), **kwargs)
 
 
