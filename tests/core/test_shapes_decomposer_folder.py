@@ -79,8 +79,9 @@ def test_a_reasoning_case_names_the_right_object(backend):
     case = _reasoning_case()
     result = decompose(render_scene(case.source), case.instruction, backend)
     assert result.source == "mllm", result.warnings
-    assert "the red circle in the top left corner becomes blue" in result.reasoning
+    # the object it names: the circle (top left corner); the change: the square's colour
     assert same_ops(answer_ops(result.enriched_instruction, case.source), case.ops), result.enriched_instruction
+    assert "circle in the top left corner becomes blue" in result.reasoning, result.reasoning
     assert score_decomposition(case, result)["correct"]
 
 

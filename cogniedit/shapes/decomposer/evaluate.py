@@ -57,10 +57,10 @@ def report(cases, decompositions, seconds: float) -> dict:
 
 
 def format_rows(rows: dict) -> str:
-    cols = ("n", "correct", "malformed", "fallback", "pipeline_correct", "seconds_per_case")
+    cols = ("n", "correct", "malformed", "fallback", "pipeline_correct", "info_correct", "seconds_per_case")
     lines = ["phrasing    " + "  ".join(f"{c:>16s}" for c in cols)]
     for name, r in rows.items():
-        cells = [f"{r['n']:16d}"] + [f"{100 * r[c]:15.1f}%" for c in cols[1:5]] + [f"{r['seconds_per_case']:16.3f}"]
+        cells = [f"{r['n']:16d}"] + [f"{100 * r[c]:15.1f}%" for c in cols[1:6]] + [f"{r['seconds_per_case']:16.3f}"]
         lines.append(f"{name:11s} " + "  ".join(cells))
     return "\n".join(lines)
 
