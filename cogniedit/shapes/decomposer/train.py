@@ -31,7 +31,7 @@ from .folder import DEFAULT_FOLDER, save_folder
 from .model import CellProbe, batch_loss, export_model, to_training_model
 from .phrasings import PHRASINGS, available_phrasings, case_source
 
-DEFAULTS = dict(steps=1100, batch=24, lr=3e-3, warmup=30, seed=0, ckpt_every=50, check_every=400,
+DEFAULTS = dict(steps=4000, batch=24, lr=3e-3, warmup=30, seed=0, ckpt_every=50, check_every=500,
                 check_cases=24, dropout=0.08, answer_weight=2.0, probe_weight=1.0, vocab_cases=1500)
 STATE_FORMAT = "cogniedit.shapes.decomposer.train_state"
 CHECK_SEED = 777_777  # held-out cases of the in-training check (training seeds start at data.TRAIN_SEED_BASE)
