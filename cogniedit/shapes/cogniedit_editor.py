@@ -122,6 +122,10 @@ class CogniEditEditor:
             self.model = copy.deepcopy(self.model)  # never change the caller's editor
             merge_lora(self.model.transformer, lora, lora_strength)
         self.decompose = _as_switch(decompose)
+        if decomposer == "mllm":  # the shipped ShapeEdit decomposer model, through the transformers_vlm backend
+            from .decomposer import shipped_backend
+
+            decomposer = shipped_backend()
         self.decomposer = decomposer
         self.focus = focus
         self.focus_strength = float(focus_strength)

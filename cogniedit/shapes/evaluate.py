@@ -19,6 +19,7 @@ import importlib
 import json
 import math
 import sys
+import time
 
 import numpy as np
 
@@ -194,8 +195,10 @@ def compare_results(path_a, path_b) -> dict:
 def editor_options(args) -> dict:
     """The options for the editor factory; only the ones that differ from the defaults."""
     options = {}
-    if args.decompose == "on":
+    if args.decompose in ("on", "mllm"):
         options["decompose"] = True
+    if args.decompose == "mllm":  # the shipped decomposer model (cogniedit.shapes.decomposer)
+        options["decomposer"] = "mllm"
     if args.focus != "off":
         options["focus"] = args.focus
     if args.lora:
@@ -230,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wording pool of paraphrase/reasoning cases (default eval: held-out verbs and frames)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases")
     p.add_argument("--editor", default="default", help="default | identity | oracle | package.module:factory")
-    p.add_argument("--decompose", choices=("on", "off"), default="off", help="instruction decomposition")
+    p.add_argument("--decompose", choices=("on", "off", "mllm"), default="off",
+                   help="instruction decomposition: on = rules, mllm = the shipped decomposer model")
     p.add_argument("--focus", choices=("off", "training_free", "learned"), default="off", help="token focus")
     p.add_argument("--lora", default=None, help="LoRA weights (safetensors) for the editor")
     p.add_argument("--editor-option", action="append", metavar="KEY=VALUE",
@@ -277,11 +281,19 @@ def main(argv=None) -> int:
     except EditorUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    started = time.perf_counter()
     outputs, scores = run_cases(editor, cases, args.batch_size, args.edit_seed, progress=not args.no_progress)
+    elapsed = time.perf_counter() - started
     metrics = aggregate(scores)
     phrasings = sorted({c.phrasing for c in cases})
     print(f"ShapeEdit: {len(cases)} cases ({', '.join(phrasings)}), editor {args.editor}")
     print(format_table(metrics))
+    decomposer = None
+    if args.decompose == "mllm":
+        from .decomposer import decomposer_summary
+
+        decomposer = decomposer_summary(cases, elapsed)
+        print(decomposer["line"])
     if args.grid:
         save_grid(args.grid, cases, outputs, scores, rows=args.grid_rows)
         print(f"grid -> {args.grid}")
@@ -289,7 +301,7 @@ def main(argv=None) -> int:
         write_jsonl(args.write_cases, cases)
         print(f"cases -> {args.write_cases}")
     if args.results:
-        payload = {"editor": args.editor, "options": editor_options(args), "metrics": metrics,
+        payload = {"editor": args.editor, "options": editor_options(args), "metrics": metrics, "decomposer": decomposer,
                    "phrasing": args.phrasing if not args.cases else phrasings, "split": args.split,
                    "cases": [{**s.to_dict(), "instruction": c.instruction, "phrasing": c.phrasing}
                              for s, c in zip(scores, cases)]}
