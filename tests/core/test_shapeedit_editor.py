@@ -129,9 +129,9 @@ def test_shipped_weights_load_and_edit_deterministically():
     assert np.array_equal(a, b)
 
 
-def test_the_stored_training_command_names_no_machine_folder():
+def test_the_stored_training_command_names_no_machine_folder(tmp_path):
     from cogniedit.shapes.editor.train import portable_arg
 
-    assert portable_arg("/tmp/se2/editor.safetensors") == "editor.safetensors"
+    assert portable_arg(str(tmp_path / "editor.safetensors")) == "editor.safetensors"
     assert portable_arg("out/editor.safetensors") == "out/editor.safetensors"
     assert portable_arg("--steps") == "--steps"
