@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
 import numpy as np
@@ -22,17 +21,9 @@ import torch
 
 from ..atomic_io import atomic_write
 from .cases import generate_cases
+from .evaluate import sign_test_p
 from .render import render_scene
 from .scorer import aggregate, score_edit
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """Two-sided exact sign test of ``wins`` against ``losses`` (ties dropped): P(|X - n/2| >= |wins - n/2|)."""
-    n = wins + losses
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(0, min(wins, losses) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
 
 
 def paired(base: list[bool], arm: list[bool]) -> dict:
@@ -40,7 +31,7 @@ def paired(base: list[bool], arm: list[bool]) -> dict:
     wins = sum(1 for b, a in zip(base, arm) if a and not b)
     losses = sum(1 for b, a in zip(base, arm) if b and not a)
     return {"wins": wins, "losses": losses, "delta_points": 100.0 * (sum(arm) - sum(base)) / max(len(base), 1),
-            "p": sign_test(wins, losses)}
+            "p": sign_test_p(wins, losses)}
 
 
 def parse_arm(text: str) -> tuple[str, dict]:

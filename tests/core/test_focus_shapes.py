@@ -9,7 +9,8 @@ import torch
 
 from cogniedit.focus.bias import combine_masks, row_bias
 from cogniedit.focus.diffusers_adapter import FocusAttnProcessor, FocusState
-from cogniedit.shapes.focus_study import paired, sign_test
+from cogniedit.shapes.evaluate import sign_test_p as sign_test
+from cogniedit.shapes.focus_study import paired
 
 
 def attention(logits, bias=None):
