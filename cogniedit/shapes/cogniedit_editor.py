@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -43,7 +44,7 @@ FOCUS_MODES = ("off", "training_free", "learned")
 DEFAULT_FOCUS_KINDS = ("colour", "position", "count")
 LORA_PREFIX = "diffusion_model."
 # Options this module understands (evaluate.py routes the default editor here when one is given).
-OPTION_NAMES = ("decompose", "decomposer", "focus", "focus_strength", "focus_blocks", "focus_kinds", "focus_start",
+OPTION_NAMES = ("decompose", "decomposer", "decompose_check", "focus", "focus_strength", "focus_blocks", "focus_kinds", "focus_start",
                 "focus_end", "focus_reference", "focus_weights", "focus_shape", "focus_mode", "lora", "lora_strength")
 
 
@@ -112,7 +113,7 @@ class CogniEditEditor:
                  focus_blocks: str = "all", focus_kinds: Sequence[str] | str = DEFAULT_FOCUS_KINDS,
                  focus_start: float = 0.0, focus_end: float = 1.0, focus_reference: bool = False,
                  focus_weights=None, lora=None, lora_strength: float = 1.0, focus_shape: str = "uniform",
-                 focus_mode: str = "bias"):
+                 focus_mode: str = "bias", decompose_check=None):
         if focus not in FOCUS_MODES:
             raise ValueError(f"focus must be one of {FOCUS_MODES}, got {focus!r}")
         self.model = getattr(base, "model", base)  # DefaultEditor wraps a ShapeEditor
@@ -127,6 +128,11 @@ class CogniEditEditor:
 
             decomposer = shipped_backend()
         self.decomposer = decomposer
+        # Check a model's decompositions against the editor's grammar on the scene its <info> describes
+        # (decomposer.answer_check); on by default for a model, meaningless for the rules.
+        self.decompose_check = (decomposer != "rules") if decompose_check is None else _as_switch(decompose_check)
+        self.check_counts: Counter = Counter()
+        self.last_checks: list[str] = []
         self.focus = focus
         self.focus_strength = float(focus_strength)
         focus_bias.logit_bias_from_weights(torch.zeros(1), self.focus_strength)  # validates strength > -1
@@ -151,8 +157,16 @@ class CogniEditEditor:
     def _decompositions(self, images, instructions):
         from ..decompose import decompose
 
-        return [decompose(np.asarray(img, np.uint8), text, backend=self.decomposer)
-                for img, text in zip(images, instructions)]
+        out = [decompose(np.asarray(img, np.uint8), text, backend=self.decomposer)
+               for img, text in zip(images, instructions)]
+        if not self.decompose_check:
+            return out
+        from .decomposer.answer_check import check_decomposition
+
+        checked = [check_decomposition(d, text) for d, text in zip(out, instructions)]
+        self.last_checks = [choice for _, choice in checked]
+        self.check_counts.update(self.last_checks)
+        return [d for d, _ in checked]
 
     def _focus_phrases(self, decomposition) -> list[str]:
         return [p.text for p in decomposition.focus if p.kind in self.focus_kinds]
@@ -247,7 +261,7 @@ def load_cogniedit_editor(decompose="off", focus="off", focus_strength: float = 
                           focus_kinds=DEFAULT_FOCUS_KINDS, focus_start: float = 0.0, focus_end: float = 1.0,
                           focus_reference: bool = False, focus_weights=None, decomposer="rules", lora=None,
                           lora_strength: float = 1.0, focus_shape: str = "uniform", focus_mode: str = "bias",
-                          base=None, **editor_options):
+                          decompose_check=None, base=None, **editor_options):
     """Factory for ``--editor cogniedit.shapes.cogniedit_editor:load_cogniedit_editor`` (evaluate.py also routes
     ``--editor default`` here when a CogniEdit option is set). ``editor_options`` go to ``load_default_editor``
     (``path``, ``steps``, ``shift``, ``device``); ``base`` overrides the loaded editor (tests)."""
@@ -257,7 +271,8 @@ def load_cogniedit_editor(decompose="off", focus="off", focus_strength: float = 
         base = load_default_editor(**editor_options)
     elif editor_options:
         raise TypeError(f"unknown options {sorted(editor_options)} (a base editor was given)")
-    return CogniEditEditor(base, decompose=decompose, decomposer=decomposer, focus=focus,
+    return CogniEditEditor(base, decompose=decompose, decomposer=decomposer, decompose_check=decompose_check,
+                           focus=focus,
                            focus_strength=focus_strength, focus_blocks=focus_blocks, focus_kinds=focus_kinds,
                            focus_start=focus_start, focus_end=focus_end, focus_reference=focus_reference,
                            focus_weights=focus_weights, lora=lora, lora_strength=lora_strength,

@@ -27,17 +27,24 @@ def _cases(n: int, seed: int):
             + generate_cases(n - half, seed, phrasing="reasoning", split="eval"))
 
 
-def _stages(decomposition) -> str:
+def _stages(decomposition, check: str | None) -> str:
     from ..decompose.parser import parse_answer
 
-    if decomposition.source != "mllm":
-        return f"    ({decomposition.source}: {'; '.join(decomposition.warnings)})"
-    sections = parse_answer(decomposition.raw).sections
     lines = []
-    for tag in ("info", "think", "answer", "object"):
-        text = sections.get(tag, "").replace("\n", " | ")
-        lines.append(f"    <{tag}> {text}")
+    if decomposition.raw:  # the model's four stages, whichever text the grammar check passed on
+        sections = parse_answer(decomposition.raw).sections
+        lines = [f"    <{tag}> {sections.get(tag, '').replace(chr(10), ' | ')}"
+                 for tag in ("info", "think", "answer", "object")]
+    if check is not None:
+        lines.append(f"    grammar check: {check} ({CHECK_MEANING[check]})")
+    elif decomposition.source != "mllm":
+        lines.append(f"    ({decomposition.source}: {'; '.join(decomposition.warnings)})")
     return "\n".join(lines)
+
+
+CHECK_MEANING = {"explicit": "the instruction needs no image: the rules' rewrite goes to the editor",
+                 "answer": "the model's <answer> reads in the editor's grammar and goes to the editor",
+                 "fallback": "the <answer> does not read on the scene the model described: the rules' text goes"}
 
 
 def main(argv=None) -> dict:
@@ -75,15 +82,17 @@ def main(argv=None) -> dict:
     instructions = [c.instruction for c in cases]
     plain = editor.edit(sources, instructions, seed=args.sample_seed)
     decompositions = cogniedit._decompositions(sources, instructions)
+    checks = list(cogniedit.last_checks) or [None] * len(cases)
     edited = cogniedit.edit(sources, instructions, seed=args.sample_seed)  # the decomposer's answers are reused
     plain_scores = [score_edit(img, case) for img, case in zip(plain, cases)]
     scores = [score_edit(img, case) for img, case in zip(edited, cases)]
 
     rows = []
-    for case, d, a, b, pi, ci, ti in zip(cases, decompositions, plain_scores, scores, plain, edited, targets):
+    for case, d, check, a, b, pi, ci, ti in zip(cases, decompositions, checks, plain_scores, scores, plain, edited,
+                                                targets):
         verdict = f"plain {'OK' if a.success else 'X'} / CogniEdit {'OK' if b.success else 'X'}"
         print(f"\n[{case.phrasing}, {case.kind}] {case.instruction!r}\n  {verdict}; the editor got {d.enriched_instruction!r}")
-        print(_stages(d))
+        print(_stages(d, check))
         rows.append(((render_scene(case.source), pi, ci, ti), f"{verdict}: {case.instruction}",
                      (0, 120, 0) if b.success else (180, 0, 0)))
     print(f"\n{'':12s} {'n':>3s} {'plain':>7s} {'CogniEdit':>10s}")

@@ -291,9 +291,15 @@ def main(argv=None) -> int:
     decomposer = None
     if args.decompose == "mllm":
         from .decomposer import decomposer_summary
+        from .decomposer.answer_check import CHOICES as CHECK_CHOICES
 
         decomposer = decomposer_summary(cases, elapsed)
         print(decomposer["line"])
+        counts = getattr(editor, "check_counts", None) if getattr(editor, "decompose_check", False) else None
+        if counts is not None:  # what the grammar check gave the editor (decomposer.answer_check)
+            decomposer["check"] = {choice: counts.get(choice, 0) for choice in CHECK_CHOICES}
+            print("grammar check: " + ", ".join(f"{k} {v}" for k, v in decomposer["check"].items())
+                  + " (explicit: the rules' text; answer: the model's; fallback: the rules', answer unreadable)")
     if args.grid:
         save_grid(args.grid, cases, outputs, scores, rows=args.grid_rows)
         print(f"grid -> {args.grid}")

@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 from cogniedit.decompose import decompose
@@ -107,3 +108,26 @@ def test_malformed_output_falls_back_to_the_rules(backend):
     garbage = decomposition_from_answer("<answer>answer here</answer>", case.instruction)
     assert score_decomposition(case, garbage)["malformed"]
 
+
+
+def test_the_editor_checks_the_shipped_decomposers_answers_against_its_grammar(backend):
+    from cogniedit.decompose.rules import decompose_rules
+    from cogniedit.shapes.cogniedit_editor import CogniEditEditor
+    from cogniedit.shapes.editor import load_default_editor
+
+    case = _reasoning_case()
+    explicit = "please paint the triangle purple"
+    editor = CogniEditEditor(load_default_editor(steps=2), decompose=True, decomposer=backend)
+    assert editor.decompose_check
+    image = render_scene(case.source)
+    editor.edit(np.stack([image, image]), [explicit, case.instruction])
+    assert editor.last_checks[0] == "explicit"
+    assert editor.last_instructions[0] == decompose_rules(explicit).enriched_instruction == "make the triangle purple"
+    raw = decompose(image, case.instruction, backend)
+    if editor.last_checks[1] == "answer":  # the model's own answer, only when it reads on its own <info>
+        assert editor.last_instructions[1] == raw.enriched_instruction
+    else:
+        assert editor.last_checks[1] == "fallback" and editor.last_instructions[1] == case.instruction
+    unchecked = CogniEditEditor(load_default_editor(steps=2), decompose=True, decomposer=backend, decompose_check="off")
+    unchecked.edit(image[None], [explicit])
+    assert unchecked.last_instructions == [decompose(image, explicit, backend).enriched_instruction]
