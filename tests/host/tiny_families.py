@@ -18,6 +18,7 @@ from comfy_inprocess import random_state_dict
 
 TINY_TEXT = 16  # the tiny encoders' hidden size
 KLEIN_WIDTH = 7680
+LONGCAT_WIDTH = 3584  # Qwen2.5-VL-7B's hidden size
 
 
 def model_patcher(comfy, base):
@@ -25,16 +26,21 @@ def model_patcher(comfy, base):
                                             offload_device=comfy.mm.unet_offload_device())
 
 
-def tiny_flux2(comfy, text_width: int = KLEIN_WIDTH, seed: int = 0):
-    """FLUX.2 through ComfyUI's detection (flux2: global modulation, index references, 128 latent channels)."""
+def flux2_dit(comfy, text_width: int = KLEIN_WIDTH):
+    """The tiny FLUX.2 DiT module on the meta device (for random_state_dict; also written as a file for the tiny
+    workflows)."""
     from comfy.ldm.flux.model import Flux
 
-    module = Flux(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=text_width,
-                  hidden_size=128, mlp_ratio=3.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[32, 32, 32, 32],
-                  theta=2000, patch_size=1, qkv_bias=False, guidance_embed=False, txt_ids_dims=[3],
-                  global_modulation=True, mlp_silu_act=True, ops_bias=False, default_ref_method="index",
-                  ref_index_scale=10.0, operations=comfy.ops.disable_weight_init, device="meta")
-    return comfy.sd.load_diffusion_model_state_dict(random_state_dict(module, seed))
+    return Flux(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=text_width,
+                hidden_size=128, mlp_ratio=3.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[32, 32, 32, 32],
+                theta=2000, patch_size=1, qkv_bias=False, guidance_embed=False, txt_ids_dims=[3],
+                global_modulation=True, mlp_silu_act=True, ops_bias=False, default_ref_method="index",
+                ref_index_scale=10.0, operations=comfy.ops.disable_weight_init, device="meta")
+
+
+def tiny_flux2(comfy, text_width: int = KLEIN_WIDTH, seed: int = 0):
+    """FLUX.2 through ComfyUI's detection (flux2: global modulation, index references, 128 latent channels)."""
+    return comfy.sd.load_diffusion_model_state_dict(random_state_dict(flux2_dit(comfy, text_width), seed))
 
 
 def from_config(comfy, config_class, unet_config, module, seed):
@@ -46,17 +52,25 @@ def from_config(comfy, config_class, unet_config, module, seed):
     return model_patcher(comfy, base)
 
 
-def tiny_longcat(comfy, text_width: int = 3 * TINY_TEXT, seed: int = 0):
-    """LongCat-Image(-Edit): ComfyUI's LongCatImage config and model classes (the detector pins text width 3584)."""
+def longcat_unet_config(text_width: int) -> dict:
+    return dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=None, context_in_dim=text_width,
+                hidden_size=128, mlp_ratio=4.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56],
+                theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False, txt_ids_dims=[1, 2])
+
+
+def longcat_dit(comfy, text_width: int = LONGCAT_WIDTH):
+    """The tiny LongCat-Image DiT module on the meta device; at text width 3584 ComfyUI's detector loads its file
+    as LongCat-Image (the tiny workflows' file)."""
     from comfy.ldm.flux.model import Flux
 
-    unet_config = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=None, context_in_dim=text_width,
-                       hidden_size=128, mlp_ratio=4.0, num_heads=1, depth=1, depth_single_blocks=1,
-                       axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=False,
-                       txt_ids_dims=[1, 2])
-    kwargs = {k: v for k, v in unet_config.items() if k != "image_model"}
-    module = Flux(**kwargs, operations=comfy.ops.disable_weight_init, device="meta")
-    return from_config(comfy, comfy.supported_models.LongCatImage, unet_config, module, seed)
+    kwargs = {k: v for k, v in longcat_unet_config(text_width).items() if k != "image_model"}
+    return Flux(**kwargs, operations=comfy.ops.disable_weight_init, device="meta")
+
+
+def tiny_longcat(comfy, text_width: int = 3 * TINY_TEXT, seed: int = 0):
+    """LongCat-Image(-Edit): ComfyUI's LongCatImage config and model classes (the detector pins text width 3584)."""
+    return from_config(comfy, comfy.supported_models.LongCatImage, longcat_unet_config(text_width),
+                       longcat_dit(comfy, text_width), seed)
 
 
 def tiny_mage_flow(comfy, text_width: int = TINY_TEXT, seed: int = 0):

@@ -33,6 +33,12 @@ KONTEXT = "flux1-dev-kontext_fp8_scaled.safetensors"
 CLIP_L = "clip_l.safetensors"
 T5 = "t5xxl_fp8_e4m3fn_scaled.safetensors"
 FLUX_VAE = "ae.safetensors"
+# FLUX.2 klein 4B base (the cfg-guided variant; the distilled one runs at cfg 1 in 4 steps) and its Qwen3 4B encoder,
+# LongCat-Image-Edit (fed by the Qwen-Image text encoder): names from ComfyUI 0.33's templates and blueprints.
+KLEIN = "flux-2-klein-base-4b.safetensors"
+KLEIN_TE = "qwen_3_4b.safetensors"
+FLUX2_VAE = "flux2-vae.safetensors"
+LONGCAT_EDIT = "longcat_image_edit_bf16.safetensors"
 # Where Comfy-Org publishes them (as in ComfyUI's own templates): the loaders carry these as properties.models,
 # so the front end's missing-models panel names each file's folder and offers its download.
 COMFY_ORG_FILES = {
@@ -44,6 +50,12 @@ COMFY_ORG_FILES = {
     CLIP_L: ("text_encoders", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/"),
     T5: ("text_encoders", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/"),
     FLUX_VAE: ("vae", "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/"),
+    KLEIN: ("diffusion_models", "https://huggingface.co/Comfy-Org/flux2-klein/resolve/main/split_files/diffusion_models/"),
+    KLEIN_TE: ("text_encoders", "https://huggingface.co/Comfy-Org/flux2-klein/resolve/main/split_files/text_encoders/"),
+    FLUX2_VAE: ("vae", "https://huggingface.co/Comfy-Org/flux2-dev/resolve/main/split_files/vae/"),
+    # Comfy-Org publishes no LongCat-Image-Edit file: ComfyUI's own template (image_longcat_image_edit) links this one.
+    LONGCAT_EDIT: ("diffusion_models",
+                   "https://huggingface.co/TalmajM/LongCat-Image-Edit_ComfyUI_repackaged/resolve/main/split_files/diffusion_models/"),
 }
 # The LoRA and focus weights are the user's own training run's (any names): the Loader starts at "(none)".
 NO_FILE = "(none)"
@@ -51,8 +63,8 @@ NO_FILE = "(none)"
 SOURCE_IMAGE = "cogniedit_example.png"
 # Files named like the real models (test servers only, never loaded: only tiny variants run), so the front end
 # shows the examples as a user with the models installed sees them.
-PLACEHOLDERS = {"diffusion_models": [QWEN_2509, QWEN_2511, KONTEXT], "text_encoders": [QWEN_TE, CLIP_L, T5],
-                "vae": [QWEN_VAE, FLUX_VAE]}
+PLACEHOLDERS = {"diffusion_models": [QWEN_2509, QWEN_2511, KONTEXT, KLEIN, LONGCAT_EDIT],
+                "text_encoders": [QWEN_TE, CLIP_L, T5, KLEIN_TE], "vae": [QWEN_VAE, FLUX_VAE, FLUX2_VAE]}
 # Matches the source image: colour ("red"), position ("left") and count ("two") in one edit.
 INSTRUCTION = "Make the left blue circle red and add two yellow triangles in the bottom row."
 SEED = 42
@@ -142,6 +154,54 @@ def flux_kontext() -> list[dict]:
     return nodes + cogniedit_branch("unet", "rules", "clip", "scaled", cfg=1.0)
 
 
+def single_clip_inputs(unet: str, clip: str, clip_type: str, vae: str) -> list[dict]:
+    """Loaders (one text encoder), the source image at 1 MP in 32-px steps and the instruction."""
+    return [
+        dict(key="unet", type="UNETLoader", col=0, row=0, widgets={"unet_name": unet, "weight_dtype": "default"}),
+        dict(key="clip", type="CLIPLoader", col=0, row=1, widgets={"clip_name": clip, "type": clip_type}),
+        dict(key="vae", type="VAELoader", col=0, row=2, widgets={"vae_name": vae}),
+        dict(key="image", type="LoadImage", col=0, row=3, widgets={"image": SOURCE_IMAGE}),
+        dict(key="text", type="PrimitiveStringMultiline", col=1, row=1, title="Instruction", widgets={"value": INSTRUCTION}),
+        dict(key="scaled", type="ImageScaleToTotalPixels", col=1, row=3,
+             widgets={"upscale_method": "lanczos", "megapixels": 1.0, "resolution_steps": 32}, links={"image": ("image", 0)}),
+    ]
+
+
+def flux2_klein() -> list[dict]:
+    """ComfyUI's FLUX.2 klein edit template: plain text encodes, the source as a ReferenceLatent on both (so the
+    sampler adds none); Decompose generates on klein's own Qwen3 encoder."""
+    nodes = single_clip_inputs(KLEIN, KLEIN_TE, "flux2", FLUX2_VAE) + [
+        dict(key="encode", type="CLIPTextEncode", col=2, row=0, title="Positive (instruction)",
+             links={"clip": ("clip", 0), "text": ("text", 0)}),
+        dict(key="encode_neg", type="CLIPTextEncode", col=2, row=1, title="Negative", widgets={"text": ""},
+             links={"clip": ("clip", 0)}),
+        dict(key="source", type="VAEEncode", col=2, row=2, links={"pixels": ("scaled", 0), "vae": ("vae", 0)}),
+        dict(key="pos", type="ReferenceLatent", col=3, row=0, title="Positive + reference",
+             links={"conditioning": ("encode", 0), "latent": ("source", 0)}),
+        dict(key="neg", type="ReferenceLatent", col=3, row=1, title="Negative + reference",
+             links={"conditioning": ("encode_neg", 0), "latent": ("source", 0)}),
+    ]
+    return nodes + cogniedit_branch("unet", "text_encoder", "clip", "scaled", col=4, cfg=5.0)
+
+
+def longcat_edit() -> list[dict]:
+    """ComfyUI's LongCat Image Edit blueprint without its FluxGuidance (model_base.LongCatImage drops guidance):
+    TextEncodeQwenImageEdit with the image as vision input and no VAE (the sampler adds the reference at the
+    source size), index reference method on both."""
+    nodes = single_clip_inputs(LONGCAT_EDIT, QWEN_TE, "longcat_image", FLUX_VAE) + [
+        dict(key="encode", type="TextEncodeQwenImageEdit", col=2, row=0, title="Positive (instruction)",
+             links={"clip": ("clip", 0), "prompt": ("text", 0), "image": ("scaled", 0)}),
+        dict(key="encode_neg", type="TextEncodeQwenImageEdit", col=2, row=1, title="Negative", widgets={"prompt": ""},
+             links={"clip": ("clip", 0), "image": ("scaled", 0)}),
+        dict(key="pos", type="FluxKontextMultiReferenceLatentMethod", col=3, row=0, title="Positive (index references)",
+             widgets={"reference_latents_method": "index"}, links={"conditioning": ("encode", 0)}),
+        dict(key="neg", type="FluxKontextMultiReferenceLatentMethod", col=3, row=1, title="Negative (index references)",
+             widgets={"reference_latents_method": "index"}, links={"conditioning": ("encode_neg", 0)}),
+    ]
+    # ComfyUI's Qwen2.5-VL encoder cannot generate text: the rule-based decomposition needs no model.
+    return nodes + cogniedit_branch("unet", "rules", "clip", "scaled", col=4, cfg=4.5)
+
+
 def compare() -> list[dict]:
     """Plain Qwen-Image-Edit (KSampler) and CogniEdit on the same seed, stitched side by side."""
     nodes = qwen_base(QWEN_2509) + [
@@ -174,6 +234,8 @@ FILE_NAMES = {
     "cogniedit_qwen_image_edit_2511_lora_focus": "CogniEdit Qwen-Image-Edit 2511 LoRA",
     "cogniedit_flux_kontext": "CogniEdit Flux Kontext",
     "cogniedit_compare_plain_vs_cogniedit": "CogniEdit vs plain Qwen-Image-Edit",
+    "cogniedit_flux2_klein": "CogniEdit FLUX.2 klein",
+    "cogniedit_longcat_image_edit": "CogniEdit LongCat-Image-Edit",
 }
 
 
@@ -206,6 +268,8 @@ WORKFLOWS = {
     "cogniedit_qwen_image_edit_2511_lora_focus": qwen_lora,
     "cogniedit_flux_kontext": flux_kontext,
     "cogniedit_compare_plain_vs_cogniedit": compare,
+    "cogniedit_flux2_klein": flux2_klein,
+    "cogniedit_longcat_image_edit": longcat_edit,
 }
 
 SOURCE_NOTE = f"\nLoad Image starts with `{SOURCE_IMAGE}` (ships with the pack): load your own image there.\n"
@@ -235,6 +299,18 @@ NOTES = {  # + SOURCE_NOTE, below
     "cogniedit_compare_plain_vs_cogniedit": "## Plain Qwen-Image-Edit vs CogniEdit, same seed\n"
     "Left: the core KSampler edit. Right: the same model, seed and steps with CogniEdit's decomposition and "
     "Token Focus. The saved image shows both side by side.\n" + QWEN_FILES.format(unet=QWEN_2509),
+    "cogniedit_flux2_klein": "## CogniEdit: FLUX.2 klein 4B (base)\n"
+    "Instruction Decompose generates on klein's own Qwen3 4B text encoder (no extra model), Token Focus adds "
+    "training-free focus on the focus words, the source goes in as a Reference Latent on both prompts, cfg 5.\n\n"
+    "| folder under ComfyUI/models | file |\n| --- | --- |\n"
+    f"| diffusion_models | `{KLEIN}` |\n| text_encoders | `{KLEIN_TE}` (CLIPLoader type flux2) |\n"
+    f"| vae | `{FLUX2_VAE}` |\n",
+    "cogniedit_longcat_image_edit": "## CogniEdit: LongCat-Image-Edit\n"
+    "Rule-based decomposition (ComfyUI's Qwen2.5-VL encoder cannot generate text), training-free Token Focus on the "
+    "prompt's Qwen2.5-VL tokens, index reference method, cfg 4.5.\n\n"
+    "| folder under ComfyUI/models | file |\n| --- | --- |\n"
+    f"| diffusion_models | `{LONGCAT_EDIT}` |\n| text_encoders | `{QWEN_TE}` (CLIPLoader type longcat_image) |\n"
+    f"| vae | `{FLUX_VAE}` |\n",
 }
 NOTES = {name: text + SOURCE_NOTE for name, text in NOTES.items()}
 

@@ -37,9 +37,23 @@ def _set_widget(node: dict, object_info: dict, name: str, value) -> None:
     raise KeyError(f"{node['type']} has no widget {name!r}")
 
 
+def substitutions_for(workflow: dict) -> dict:
+    """SUBSTITUTIONS with the overrides of the model file the workflow loads (``by_model_file``) merged in: a
+    family whose DiT and conditioning differ from the shared tiny Flux (FLUX.2 klein, LongCat) gets its own."""
+    loaded = {value for node in workflow["nodes"] if node["type"] == "UNETLoader" for value in node["widgets_values"]}
+    subs = {key: dict(value) if isinstance(value, dict) else list(value) for key, value in SUBSTITUTIONS.items()
+            if key not in ("by_model_file", "_why")}
+    for file, override in SUBSTITUTIONS["by_model_file"].items():
+        if file in loaded:  # (its "_why" names no file)
+            subs["node_types"].update(override.get("node_types", {}))
+            for node_type, widgets in override.get("widgets", {}).items():
+                subs["widgets"][node_type] = {**subs["widgets"].get(node_type, {}), **widgets}
+    return subs
+
+
 def tiny_variant(workflow: dict, object_info: dict) -> dict:
     tiny = copy.deepcopy(workflow)
-    subs = SUBSTITUTIONS
+    subs = substitutions_for(workflow)
     for node in list(tiny["nodes"]):
         if node["type"] in subs["remove_nodes"]:
             for output in node["outputs"]:
@@ -66,13 +80,17 @@ def tiny_variant(workflow: dict, object_info: dict) -> dict:
                 node["widgets_values"].append(widget.options.get("default", (widget.choices or [None])[0]))
                 node["widgets_values"] += ["fixed"] * widget.ui_extra_values
         new_type = subs["node_types"].get(node["type"])
-        if new_type:  # keep id, position and outputs; the replacement takes no inputs
+        if new_type:  # keep id, position and outputs; the replacement's inputs are widgets at their defaults
             for slot in node["inputs"]:
                 if slot.get("link") is not None:
                     _drop_link(tiny, slot["link"])
             spec = node_spec(object_info, new_type)
-            node.update(type=new_type, inputs=[], widgets_values=[],
-                        properties={"Node name for S&R": new_type})
+            values = []
+            for widget in spec.widgets:
+                values += [widget.options.get("default", (widget.choices or [None])[0])] + ["fixed"] * widget.ui_extra_values
+            node.update(type=new_type, widgets_values=values, properties={"Node name for S&R": new_type},
+                        inputs=[{"name": i.name, "type": i.type, "link": None,
+                                 **({"widget": {"name": i.name}} if i.is_widget else {})} for i in spec.inputs])
             node["outputs"] = [{**out, "type": spec.outputs[k]} for k, out in enumerate(node["outputs"][:len(spec.outputs)])]
         for name, value in subs["widgets"].get(node["type"], {}).items():
             _set_widget(node, object_info, name, value)

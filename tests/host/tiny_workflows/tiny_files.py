@@ -10,9 +10,13 @@ import torch
 from safetensors.torch import save_file
 
 from comfy_inprocess import import_pack, random_state_dict
+from tiny_families import KLEIN_WIDTH, LONGCAT_WIDTH, flux2_dit, longcat_dit
+from workflow_specs import KLEIN, LONGCAT_EDIT
 
 from .substitute import SUBSTITUTIONS, TINY_UNET
 
+# The real file an example loads -> its tiny DiT (the tiny file's name: substitutions.json "by_model_file").
+FAMILY_DITS = {KLEIN: lambda comfy: flux2_dit(comfy, KLEIN_WIDTH), LONGCAT_EDIT: lambda comfy: longcat_dit(comfy, LONGCAT_WIDTH)}
 TINY_LORA = SUBSTITUTIONS["widgets"]["CogniEditLoader"]["lora_name"]
 TINY_FOCUS = SUBSTITUTIONS["widgets"]["CogniEditLoader"]["focus_weights"]
 
@@ -28,7 +32,9 @@ def _save(state: dict, path: Path) -> None:
 
 def write_tiny_files(comfy, models_dir: Path) -> list[Path]:
     """diffusion_models/<TINY_UNET> (Flux dev/Kontext architecture: hidden 128, 1+1 blocks, text width 1024) and
-    vae_approx/taef1_{encoder,decoder}.safetensors (a 16-channel TAESD). Skips files already there."""
+    vae_approx/taef1_{encoder,decoder}.safetensors (a 16-channel TAESD); for the FLUX.2 klein and LongCat examples
+    their tiny DiTs at the real text widths (tiny_families) and vae_approx/taef2_* (FLUX.2's 128-channel TAESD).
+    Skips files already there."""
     from comfy.ldm.flux.model import Flux
     from comfy.taesd.taesd import TAESD
 
@@ -42,11 +48,21 @@ def write_tiny_files(comfy, models_dir: Path) -> list[Path]:
         _save(random_state_dict(module, seed=0), unet)
     encoder = models_dir / "vae_approx" / "taef1_encoder.safetensors"
     decoder = models_dir / "vae_approx" / "taef1_decoder.safetensors"
-    if not (encoder.exists() and decoder.exists()):
-        state = random_state_dict(TAESD(latent_channels=16), seed=0, std=None)
-        for part, path in (("taesd_encoder.", encoder), ("taesd_decoder.", decoder)):
-            _save({k[len(part):]: v for k, v in state.items() if k.startswith(part)}, path)
-    return [unet, encoder, decoder]
+    written = [unet]
+    for name, channels in (("taef1", 16), ("taef2", 128)):
+        encoder = models_dir / "vae_approx" / f"{name}_encoder.safetensors"
+        decoder = models_dir / "vae_approx" / f"{name}_decoder.safetensors"
+        if not (encoder.exists() and decoder.exists()):
+            state = random_state_dict(TAESD(latent_channels=channels), seed=0, std=None)
+            for part, path in (("taesd_encoder.", encoder), ("taesd_decoder.", decoder)):
+                _save({k[len(part):]: v for k, v in state.items() if k.startswith(part)}, path)
+        written += [encoder, decoder]
+    for real, dit in FAMILY_DITS.items():
+        path = models_dir / "diffusion_models" / SUBSTITUTIONS["by_model_file"][real]["widgets"]["UNETLoader"]["unet_name"]
+        if not path.exists():
+            _save(random_state_dict(dit(comfy), seed=0), path)
+        written.append(path)
+    return written
 
 
 def write_tiny_lora_and_focus(comfy, models_dir: Path) -> list[Path]:
