@@ -29,6 +29,7 @@ import comfy.patcher_extension
 from comfy_api.latest import io
 
 from ..cogniedit.decompose.types import Decomposition
+from ..cogniedit.focus.attention_maps import phrase_entries
 from ..cogniedit.focus.bias import FocusSchedule, parse_blocks, select_blocks
 from ..cogniedit.focus.learned import LearnedFocus, count_blocks, text_hidden_size
 from ..cogniedit.focus.override import TXT_LEN_KEY, FocusProbe, FocusTally, active_samples, make_attention_override
@@ -37,6 +38,7 @@ from ..cogniedit.focus.text_layout import layout_for
 from ..cogniedit.focus.weights_file import FocusWeightsError, base_model_hash, check_focus_fit, learned_focus_from
 from ..cogniedit.text.tokenizer import load_qwen25_tokenizer
 from .common import FOCUS_PATCH_KEY, TALLY_ATTRIBUTE, capped
+from .focus_maps import draw_maps, maps_inputs
 from .focus_unet import apply_unet_focus, attn2_keys, clip_spans, foreign_blocks, remove_unet_focus
 from .types import Directives, FocusWeights
 
@@ -152,6 +154,7 @@ class FocusTokens:
     lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     prompt_range: tuple[int, int] | None = None  # (start, length) of the whole prompt, start as in entry
+    phrases: tuple = ([], [])  # (names, one entry per phrase, as entry): the attention maps' phrases
 
 
 def span_lines(spans, shift: int = 0) -> list[str]:
@@ -172,7 +175,7 @@ def counts_from_end(layout: str) -> bool:
 def focus_tokens(prompt: str, phrases: list[str], layout: str) -> FocusTokens:
     if layout == "sd_clip":
         # ComfyUI's CLIP positions; a FocusSpans entry also focuses the conditioning's repeated 77-token copies
-        found = clip_spans(prompt, phrases)
+        found = clip_spans(prompt, phrases)  # no attention maps on UNets: no phrase entries
         return FocusTokens(found, len(found.positions), span_lines(found.spans), list(found.warnings))
     if layout == "flux":
         found = phrase_spans(prompt, phrases, t5_tokenizer(), "flux")
@@ -195,7 +198,9 @@ def focus_tokens(prompt: str, phrases: list[str], layout: str) -> FocusTokens:
         entry = found.positions
     span = whole.spans[0] if whole.spans else None
     prompt_range = None if span is None else (span.start + shift, span.end - span.start)
-    return FocusTokens(entry, len(found.positions), lines, list(found.warnings), prompt_range)
+    anchor = "end" if from_end else "start" if layout == "flux" else "spans"  # as entry is built above
+    return FocusTokens(entry, len(found.positions), lines, list(found.warnings), prompt_range,
+                       phrase_entries(found, anchor))
 
 
 # ---------------------------------------------------------------- focus weights (learned mode)
@@ -275,7 +280,7 @@ def record_text_length(executor, *args, **kwargs):
 record_text_length.cogniedit_focus = True
 
 
-def learned_block_patch(plan: FocusPlan, prev_patch, probe: FocusProbe | None, tally: FocusTally):
+def learned_block_patch(plan: FocusPlan, prev_patch, probe: FocusProbe | None, tally: FocusTally, maps=None):
     """A ("dit", "double_block", i) replace: learned soft tokens into the text stream, attention bias onto the
     predicted window for this block only (an override in a copy of transformer_options: nothing to restore)."""
     module, devices = plan.learned, {}
@@ -292,6 +297,11 @@ def learned_block_patch(plan: FocusPlan, prev_patch, probe: FocusProbe | None, t
         inside = max(min(length, text_len - text_start), 0)  # instruction tokens within this text
         tally.record(text_len, selected, inside)
         if not selected or inside == 0:  # e.g. the uncond pass alone, or an instruction outside the text: exact
+            if maps is not None:  # the maps still see this block's attention, unbiased
+                override = make_attention_override([[]], 0.0, "all", None, to.get("optimized_attention_override"),
+                                                   maps=maps)
+                args = dict(args, transformer_options=dict(to, optimized_attention_override=override,
+                                                           **{TXT_LEN_KEY: text_len}))
             return forward(args, extra)
         rows = torch.tensor(active, device=txt.device)
         if txt.device not in devices:
@@ -301,7 +311,7 @@ def learned_block_patch(plan: FocusPlan, prev_patch, probe: FocusProbe | None, t
         window = window.float() * rows[:, None]
         override = make_attention_override(list(window), plan.strength, "all", None,
                                            to.get("optimized_attention_override"), mode="bias", cond_only=False,
-                                           probe=probe)
+                                           probe=probe, maps=maps)
         options = dict(to, optimized_attention_override=override, **{TXT_LEN_KEY: text_len})
         return forward(dict(args, txt=new_txt, transformer_options=options), extra)
 
@@ -361,15 +371,17 @@ def count_each_run(tally: FocusTally, label: str):
     return count_run
 
 
-def apply_plan(model, plan: FocusPlan, probe: FocusProbe | None = None):
+def apply_plan(model, plan: FocusPlan, probe: FocusProbe | None = None, maps=None):
     """A clone of ``model`` with the focus patch (only our own earlier patch replaced) and its run-time tally.
-    Identity plans give an unpatched clone (bit-identical sampling) unless a probe asks to measure them."""
+    Identity plans give an unpatched clone (bit-identical sampling) unless a probe or an attention-map recorder
+    (``maps``: the probe run of focus_maps.py, which logs no tally) asks to measure them."""
     patched = model.clone()
     remove_focus_patch(patched)
-    if plan.is_identity and probe is None:
+    if plan.is_identity and probe is None and maps is None:
         return patched
     tally = planned_tally(plan)
-    patched.add_wrapper_with_key(OUTER_SAMPLE, PATCH_KEY, count_each_run(tally, plan_label(plan)))
+    if maps is None:
+        patched.add_wrapper_with_key(OUTER_SAMPLE, PATCH_KEY, count_each_run(tally, plan_label(plan)))
     if plan.family == "sd_unet":
         apply_unet_focus(patched, plan, probe, tally)
         return patched
@@ -380,13 +392,13 @@ def apply_plan(model, plan: FocusPlan, probe: FocusProbe | None = None):
         dit_patches = dict(replaces.get("dit", {}))
         for index in plan.learned.block_indices:
             dit_patches[("double_block", index)] = learned_block_patch(
-                plan, dit_patches.get(("double_block", index)), probe, tally)
+                plan, dit_patches.get(("double_block", index)), probe, tally, maps)
         replaces["dit"] = dit_patches
         to["patches_replace"] = replaces
         return patched
     prev = to.get("optimized_attention_override")
     override = make_attention_override([plan.tokens.entry], plan.strength, plan.blocks, plan.schedule, prev,
-                                       mode=plan.mode, cond_only=plan.cond_only, probe=probe, tally=tally)
+                                       mode=plan.mode, cond_only=plan.cond_only, probe=probe, tally=tally, maps=maps)
     override.cogniedit_prev = prev
     to["optimized_attention_override"] = override
     return patched
@@ -480,6 +492,7 @@ class CogniEditTokenFocus(io.ComfyNode):
                                  "instruction replace phrases and prompt."),
                 FocusWeights.Input("focus_weights", optional=True,
                                    tooltip="From the CogniEdit Loader; needed for mode learned."),
+                *maps_inputs(),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="A patched clone of the model."),
@@ -487,13 +500,17 @@ class CogniEditTokenFocus(io.ComfyNode):
                 Directives.Output(display_name="directives",
                                   tooltip="The directives with this focus patch attached, for the CogniEdit "
                                   "sampler/guider (use either this or the MODEL output, not both)."),
+                io.Image.Output(display_name="attention_maps",
+                                tooltip="Per focus phrase (rows): the image, where the image attends to the phrase "
+                                "without focus, and with focus (needs maps_conditioning; docs/focus.md)."),
             ],
         )
 
     @classmethod
     def execute(cls, model, prompt="", phrases="", layout="auto", mode="training_free_bias", strength=0.0,
                 blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True, directives=None,
-                focus_weights=None) -> io.NodeOutput:
+                focus_weights=None, maps_conditioning=None, maps_latent=None, maps_image=None, maps_blocks="all",
+                maps_start_percent=0.0, maps_end_percent=0.5, maps_steps=10) -> io.NodeOutput:
         plan, report = build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_percent,
                                   end_percent, cond_only, directives, focus_weights)
         patched = apply_plan(model, plan)
@@ -504,7 +521,9 @@ class CogniEditTokenFocus(io.ComfyNode):
 
         focus_patch.description = plan_label(plan)
         out_directives = dict(directives or {}, **{FOCUS_PATCH_KEY: focus_patch})
-        return io.NodeOutput(patched, report, out_directives)
+        maps = draw_maps(model, plan, maps_conditioning, maps_latent, maps_image, maps_blocks, maps_start_percent,
+                         maps_end_percent, maps_steps)
+        return io.NodeOutput(patched, report, out_directives, maps)
 
 
 def build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_percent, end_percent, cond_only,

@@ -147,6 +147,9 @@ DEFAULTS: dict = {
         "tensorboard": False,          # needs the tensorboard package; imported only when true
         "sample_every": 0,             # PNG grid of fixed cases every N steps (0 = off)
         "sample_cases": 8,
+        "attention_cases": 2,          # attention sheet of the first N cases with each sample grid and at the end
+        "attention_blocks": "all",     # blocks averaged into it (all, 0-9,12, last:9)
+        "attention_steps": [0.0, 0.5],  # the sampling-step range (fractions) averaged into it
     },
 }
 
@@ -398,6 +401,9 @@ def validate(config: dict, sources: dict | None = None) -> None:
         ("checkpoint.keep_last", ck["keep_last"] >= 1, "must be >= 1"),
         ("log.every", lg["every"] >= 1, "must be >= 1"),
         ("log.sample_every", lg["sample_every"] >= 0, "must be >= 0 (0 = off)"),
+        ("log.attention_cases", lg["attention_cases"] >= 0, "must be >= 0 (0 = no attention sheet)"),
+        ("log.attention_steps", len(lg["attention_steps"]) == 2
+         and 0 <= lg["attention_steps"][0] < lg["attention_steps"][1] <= 1, "must be [start, end] with 0 <= start < end <= 1"),
         ("log.sample_cases", lg["sample_cases"] >= 1, "must be >= 1"),
         ("train.memory", t["memory"] in ("none", "auto", "bf16", "fp8", "offload"),
          "must be none, auto, bf16, fp8 or offload"),

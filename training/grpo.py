@@ -358,6 +358,33 @@ class Trainer:
             self._save_record_samples(path, cases)
         return path
 
+    def save_attention_sheet(self, step: int) -> Path | None:
+        """``samples/attention-step-N.png``: per focus phrase of the first ``log.attention_cases`` cases, where the
+        policy's image tokens attend to it without and with focus (training.attention_sheet); None when off or no
+        case has a focus phrase. Under FSDP every rank runs the forward, rank 0 writes."""
+        from cogniedit.atomic_io import atomic_write
+        from cogniedit.focus.bias import FocusSchedule, parse_blocks
+
+        from .attention_sheet import attention_sheet, focus_phrases
+
+        lg = self.config["log"]
+        cases = self.cases[:int(lg["attention_cases"])]
+        if not cases:
+            return None
+        parse_blocks(str(lg["attention_blocks"]))
+        texts = [self.policy.instruction_of(c) for c in cases]
+        phrases = [focus_phrases(c, t, self.decomposer) for c, t in zip(cases, texts)]
+        sources = [c.source_image if self.config["data"]["records"] else render_source(c) for c in cases]
+        sheet = attention_sheet(self.policy, cases, texts, phrases, sources, self.config["rollout"],
+                                str(lg["attention_blocks"]), FocusSchedule(*map(float, lg["attention_steps"])))
+        if sheet is None or self.rank != 0:
+            return None
+        from PIL import Image
+
+        path = self.out / "samples" / f"attention-step-{step:06d}.png"
+        atomic_write(path, lambda f: Image.fromarray(sheet).save(f, format="PNG"), binary=True)
+        return path
+
     def _save_shapeedit_samples(self, path: Path, cases) -> None:
         from cogniedit.shapes.evaluate import save_grid
         from cogniedit.shapes.scorer import score_edit
@@ -430,6 +457,8 @@ class Trainer:
                 s_every = int(cfg["log"]["sample_every"])
                 if (main_process or self.fsdp) and s_every and step % s_every == 0:
                     self.save_samples(step)  # under FSDP every rank runs the forward (all-gathers), rank 0 writes
+                if (main_process or self.fsdp) and (s_every and step % s_every == 0 or step == total):
+                    self.save_attention_sheet(step)  # with each sample grid, and once at the end of the run
                 if stop_after and ran >= stop_after:
                     break  # like a kill: no checkpoint beyond the periodic ones
                 if max_s and distributed.any_rank(time.perf_counter() - t_start > max_s, self.world > 1,

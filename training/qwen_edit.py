@@ -184,6 +184,13 @@ class QwenEditPolicy(CachedConditioningPolicy):
                                img_shapes=shapes, return_dict=False)[0]
         return out[:, :x.shape[1]]
 
+    @property
+    def tokenizer(self):
+        return self.pipeline.tokenizer
+
+    def token_grid(self, cond) -> tuple[int, int]:
+        return tuple(cond.grid)
+
     def latent_shape(self, n: int, cond=None) -> tuple:
         """Noisy latent tokens of ``n`` samples of ``cond``'s image size (its reference tokens' count)."""
         return (n, cond.ref.shape[1], self.channels)

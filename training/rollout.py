@@ -136,6 +136,17 @@ class ShapeEditPolicy(CachedConditioningPolicy):
     def transformer(self):
         return self.editor.transformer
 
+    @property
+    def tokenizer(self):
+        from cogniedit.shapes.editor.text import tokenizer
+
+        return tokenizer()
+
+    def token_grid(self, cond: Conditioning | None = None) -> tuple[int, int]:
+        from cogniedit.shapes.editor.latent import GRID
+
+        return GRID, GRID
+
     def encode_cases(self, cases) -> Conditioning:
         from cogniedit.shapes.render import render_scene
 

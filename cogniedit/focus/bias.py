@@ -217,16 +217,28 @@ def attention_mass(q, k, weights: torch.Tensor, text_len: int, rows: tuple[int, 
     return row_attention_mass(q, k, weights[:, None], text_len, rows, mask)[:, 0].mean(-1)
 
 
+ROW_MASS_ELEMENTS = 1 << 25  # logits per chunk of query rows (128 MiB in fp32)
+
+
 def row_attention_mass(q, k, weights: torch.Tensor, text_len: int, rows: tuple[int, int], mask=None) -> torch.Tensor:
     """``[B, P, rows]``: per query row, the attention (mean over heads) on each of P weighted sets of text keys,
     ``sum_j w_pj * p_ij``. ``q``/``k``: ``[B, H, L, D]``; ``weights``: ``[B, P, text_len]``."""
     wide = torch.promote_types(q.dtype, torch.float32)
-    q_rows = q[:, :, rows[0]:rows[1]].to(wide)
-    logits = (q_rows @ k.to(wide).transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        logits = logits + rows_of_mask(as_additive_mask(mask, wide), rows[0], rows[1], q.shape[2])
-    p = logits.softmax(-1)[..., :text_len].mean(1)                                        # [B, rows, text]
-    return (p @ weights.to(p).transpose(1, 2)).transpose(1, 2)
+    keys = k.to(wide).transpose(-1, -2)
+    full = None if mask is None else as_additive_mask(mask, wide)
+    # rows in chunks: one [B, H, chunk, Lk] block of logits at a time (a 1024^2 Qwen-Image call is ~8k keys)
+    chunk = max(1, ROW_MASS_ELEMENTS // max(q.shape[0] * q.shape[1] * k.shape[2], 1))
+    parts = []
+    for r0 in range(rows[0], rows[1], chunk):
+        r1 = min(r0 + chunk, rows[1])
+        logits = (q[:, :, r0:r1].to(wide) @ keys) / math.sqrt(q.shape[-1])
+        if full is not None:
+            logits = logits + rows_of_mask(full, r0, r1, q.shape[2])
+        p = logits.softmax(-1)[..., :text_len].mean(1)                                   # [B, rows, text]
+        parts.append((p @ weights.to(p).transpose(1, 2)).transpose(1, 2))
+    if not parts:
+        return torch.zeros(q.shape[0], weights.shape[1], 0, dtype=wide, device=q.device)
+    return torch.cat(parts, dim=-1)
 
 
 # -------------------------------------------------------------------------------------- gating helpers

@@ -187,15 +187,10 @@ class FocusAttnProcessor(_processor_base()):
 
     def _record_maps(self, q, k, n_txt, image_rows, key_mask, focus_mask):
         """Per-phrase attention of the noisy-image rows, without and with the focus bias (``attention_maps``)."""
-        state, qh, kh = self.state, q.transpose(1, 2), k.transpose(1, 2)
-        phrases = state.maps.weights.to(q.device)
-        base = focus_bias.row_attention_mass(qh, kh, phrases, n_txt, image_rows,
-                                             focus_bias.combine_masks(None, key_mask, q.dtype))
-        focused = base if focus_mask is None else focus_bias.row_attention_mass(qh, kh, phrases, n_txt, image_rows,
-                                                                                focus_mask)
-        progress = focus_bias.FocusSchedule.progress(state.sigma, state.sample_sigmas)
-        step = None if progress is None or not state.sample_sigmas else round(progress * (len(state.sample_sigmas) - 1))
-        state.maps.add(self.block_index, step, base, focused)
+        state = self.state
+        state.maps.record(q.transpose(1, 2), k.transpose(1, 2), n_txt, image_rows,
+                          focus_bias.combine_masks(None, key_mask, q.dtype), focus_mask, self.block_index,
+                          state.sigma, state.sample_sigmas)
 
     def _record(self, q, k, weights, n_txt, rows, key_mask, focus_mask):
         """Attention mass the focused text keys get from the biased rows, without and with the focus bias."""

@@ -100,6 +100,11 @@ class FocusTally:
         return line, []
 
 
+def n_ref_all(to: dict) -> int:
+    """Tokens of the reference images that follow the noisy image in the joint sequence."""
+    return sum(to.get("reference_image_num_tokens", []) or [])
+
+
 def active_samples(batch: int, cond_or_uncond, cond_only: bool) -> list[bool]:
     """Per batch entry: focus it? With ``cond_only``, only entries of the cond chunks (``cond_or_uncond`` 0)."""
     if not cond_only or not cond_or_uncond:
@@ -145,6 +150,7 @@ def make_attention_override(
     structured: bool = True,
     probe: FocusProbe | None = None,
     tally: FocusTally | None = None,
+    maps=None,
     txt_len_key: str = TXT_LEN_KEY,
 ) -> Callable:
     """Build ``override(func, *args, **kwargs)``.
@@ -154,7 +160,8 @@ def make_attention_override(
     chunk a ``[B,1,1,Lk]`` bias (memory O(Lk)); ``False`` builds one dense ``[B,1,Lq,Lk]`` bias.
     Whenever focus is inactive (strength 0, no spans, block/schedule off, no text length) the call
     goes through untouched, so the output is bit-identical to the unpatched model. ``tally`` counts what was
-    applied (calls biased, tokens hit) for the report.
+    applied (calls biased, tokens hit) for the report. ``maps`` (an ``attention_maps.AttentionMapRecorder``) records
+    the per-phrase maps of the noisy-image rows in the calls it wants, also at strength 0 (read-only).
     """
     if mode not in MODES:
         raise ValueError(f"focus mode must be one of {MODES}, got {mode!r}")
@@ -180,18 +187,37 @@ def make_attention_override(
                                               device=device)
         return bias_of_layout[layout]
 
+    def record_maps(q, k, heads, skip_reshape, text_len, image_rows, mask, base_mask, samples, active, off, to):
+        wide = torch.promote_types(q.dtype, torch.float32)
+        focus_mask, scale = None, None
+        if not off and mode == "bias":
+            extra = key_bias(samples, text_len, k.shape[2 if skip_reshape else 1], strength, active=active,
+                             dtype=wide, device=q.device)
+            focus_mask = combine_masks(extra, mask, wide)
+        elif not off:  # value mode leaves the attention as it is; the phrase's values weigh 1 + s times
+            focus_mask, scale = base_mask, 1.0 + strength
+        cond = active_samples(q.shape[0], to.get("cond_or_uncond"), True)
+        maps.record(to_heads(q, heads, skip_reshape), to_heads(k, heads, skip_reshape), text_len, image_rows,
+                    base_mask, focus_mask, to.get("block_index"), to.get("sigmas"), to.get("sample_sigmas"), scale,
+                    cond)
+
     def call_next(func, args, kwargs):
         return prev_override(func, *args, **kwargs) if prev_override is not None else func(*args, **kwargs)
 
     def override(func, *args, **kwargs):
         to = kwargs.get("transformer_options") or {}
         text_len = to.get(txt_len_key)
-        if text_len is None or (identity and probe is None):
+        if text_len is None or (identity and probe is None and maps is None):
             return call_next(func, args, kwargs)
-        if not (block_active(to.get("block_index"), block_spec, to.get("block_type"), to.get("total_blocks"))
-                and schedule.active(to.get("sigmas"), to.get("sample_sigmas"))):
-            if tally is not None:
-                tally.record(text_len, False)
+        mapping = maps is not None and maps.wants(to.get("block_index"), to.get("total_blocks"), to.get("sigmas"),
+                                                  to.get("sample_sigmas"), to.get("block_type"))
+        gated_in = not identity or probe is not None
+        gated_in = gated_in and block_active(to.get("block_index"), block_spec, to.get("block_type"),
+                                             to.get("total_blocks")) \
+            and schedule.active(to.get("sigmas"), to.get("sample_sigmas"))
+        if not gated_in and not identity and tally is not None:
+            tally.record(text_len, False)
+        if not gated_in and not mapping:
             return call_next(func, args, kwargs)
 
         q, k, v, heads = args[0], args[1], args[2], args[3]
@@ -206,9 +232,13 @@ def make_attention_override(
         samples = spans_for_batch(spans_per_sample, batch, len(cond_or_uncond or []) or 1)
         active = active_samples(batch, cond_or_uncond, cond_only)
         inside = hits(text_len, samples, active) if any(active) else 0
-        if tally is not None:
+        if tally is not None and gated_in:
             tally.record(text_len, any(active), inside)
-        if inside == 0 and probe is None:  # an uncond-only batch, or no focus token inside this text: exact call
+        if mapping:  # read-only: the maps without and with the bias this call really gets
+            record_maps(q, k, heads, skip_reshape, text_len, (text_len, n_q - n_ref_all(to)), mask,
+                        combine_masks(None, mask, q.dtype), samples, active,
+                        identity or inside == 0 or not gated_in, to)
+        if not gated_in or inside == 0 and probe is None:  # outside focus's blocks/steps, or no focus token: exact
             kwargs["mask"] = mask
             return call_next(func, args, kwargs)
         base_mask = combine_masks(None, mask, q.dtype)

@@ -130,8 +130,8 @@ def test_the_sheet_shows_each_phrase_without_and_with_focus(shipped, colour_case
     first = sheet[14:78]  # the first phrase's row, below its labels
     source, without, focused = first[:, :64], first[:, 64:128], first[:, 128:]
     assert not np.array_equal(without, focused) and not np.array_equal(source, without)
-    bare = render_phrase_maps(maps, None, tile=32)
-    assert bare.shape == (rows * (32 + 14), 2 * 32, 3)
+    bare = render_phrase_maps(maps, None, tile=32)  # no source: the phrase's name heads the row on white
+    assert bare.shape == (rows * (32 + 14), 3 * 32, 3) and (bare[14:46, :32] == 255).all()
 
 
 def test_recorder_refuses_rows_that_do_not_fill_the_grid():

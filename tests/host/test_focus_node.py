@@ -76,7 +76,7 @@ def run_node(focus, model, prompt, **kwargs):
                     mode="training_free_bias", strength=3.0, blocks="all", start_percent=0.0, end_percent=1.0,
                     cond_only=True)
     settings.update(kwargs)
-    return focus.CogniEditTokenFocus.execute(model, **settings).args
+    return focus.CogniEditTokenFocus.execute(model, **settings).args[:3]  # [3]: the attention maps
 
 
 def snapshot(value):

@@ -48,7 +48,7 @@ def run_node(focus, model, **kwargs):
     settings = dict(prompt=PROMPT, phrases="left cup, red", layout="auto", mode="training_free_bias", strength=4.0,
                     blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True)
     settings.update(kwargs)
-    return focus.CogniEditTokenFocus.execute(model, **settings).args
+    return focus.CogniEditTokenFocus.execute(model, **settings).args[:3]  # [3]: the attention maps
 
 
 def attn2_patches(model):

@@ -285,7 +285,7 @@ def test_token_focus_node_directives_drive_the_sampler(comfy, sampler, models):
     image = random_image(64, 64, seed=12)
     patched, _, directives = focus.CogniEditTokenFocus.execute(
         model, prompt="make the cat red", phrases="cat, red", layout="qwen_image", mode="training_free_bias",
-        strength=3.0, blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True).args
+        strength=3.0, blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True).args[:3]
     via_directives, report = run_node(sampler, model, positive, negative, cfg=2.0, source_image=image, vae=vae,
                                       directives=directives)
     via_model, model_report = run_node(sampler, patched, positive, negative, cfg=2.0, source_image=image, vae=vae)
@@ -311,7 +311,7 @@ def test_the_report_says_what_focus_applied_while_sampling(comfy, sampler, model
                              "(12 seen), 2 of 2 tokens hit"),
                             (NOT_ENCODED, "0 of 6 attention calls in the selected blocks and steps biased (12 seen), "
                              "0 of 2 tokens hit\nwarning: FOCUS NOT APPLIED: none of the 2 focus tokens")):
-        patched, _, directives = focus.CogniEditTokenFocus.execute(model, prompt=prompt, **settings).args
+        patched, _, directives = focus.CogniEditTokenFocus.execute(model, prompt=prompt, **settings).args[:3]
         for via in ({"directives": directives}, {}):
             _, report = run_node(sampler, patched if not via else model, positive, negative, cfg=2.0,
                                  source_image=image, vae=vae, **via)

@@ -110,7 +110,7 @@ def test_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers(comfy, tr
     assert "0 not loaded" in report and "warning" not in report
     patched, focus_report, _ = focus_node.CogniEditTokenFocus.execute(
         model, prompt=case.instruction, phrases="", layout="auto", mode="learned", strength=FOCUS_STRENGTH,
-        blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True, focus_weights=focus_weights).args
+        blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True, focus_weights=focus_weights).args[:3]
     assert "learned focus: blocks [0, 1]" in focus_report
 
     for sigma in (0.9, 0.35):
@@ -199,7 +199,7 @@ def test_qwen_edit_lora_and_focus_change_comfyuis_output_exactly_as_the_trainers
     case = trainer.cases[0]
     patched, focus_report, _ = focus_node.CogniEditTokenFocus.execute(
         model, prompt=case.instruction, phrases="", layout="auto", mode="learned", strength=FOCUS_STRENGTH,
-        blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True, focus_weights=focus_weights).args
+        blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True, focus_weights=focus_weights).args[:3]
     assert "learned focus: blocks [0, 1]" in focus_report
     assert ("learned focus gate" in focus_report) == (trainer.focus.gate is not None)  # the report shows the gate
     policy = trainer.policy
