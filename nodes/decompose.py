@@ -30,6 +30,9 @@ BACKEND_CHOICES = ["rules", "text_encoder", "openai_http", "transformers_vlm"]
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000/v1"
 REFUSED_VIA = "nothing: the connected text encoder cannot generate text (see the warning)"
 LLM_FOLDER = "LLM"  # models/LLM, as other VLM packs use it; extra_model_paths.yaml can add more under "LLM:"
+# The ShapeEdit decomposer that ships in the pack (cogniedit/shapes/weights/decomposer), usable by this name
+# without copying it into models/LLM (docs/shapeedit-decomposer.md).
+SHIPPED_DECOMPOSER = "shapeedit_decomposer"
 _CACHE = DecompositionCache(max_entries=128)  # one per ComfyUI process: same inputs, no second model call
 _LOADED: OrderedDict = OrderedDict()         # keeps the last two model backends (a transformers model loads once)
 
@@ -84,11 +87,25 @@ def _server_backend(server_url: str, model: str, api_key_env: str, profile_name:
     return make_backend("openai_http", base_url=server_url, model=model)
 
 
+def shipped_folder(name: str, roots: list[str]) -> str | None:
+    """The decomposer folder that ships with the pack, when ``name`` is its name and no model folder of that name
+    is in the LLM folders (a copy there wins). Only this one folder, by this one name: nothing else of the pack's
+    is readable through the node (docs/security.md)."""
+    if name != SHIPPED_DECOMPOSER or any(os.path.lexists(os.path.join(root, name)) for root in roots):
+        return None
+    from ..cogniedit.shapes.decomposer.folder import DEFAULT_FOLDER
+
+    return str(DEFAULT_FOLDER)
+
+
 def _folder_backend(model: str):
     config = load_user_config(user_config_file())
     roots = llm_model_roots(config)
     name = model[len(LLM_FOLDER) + 1:] if model.startswith((f"{LLM_FOLDER}/", f"{LLM_FOLDER}\\")) else model  # old form
-    folder = str(resolve_model_folder(name, roots))
+    shipped = shipped_folder(name, roots)
+    if shipped is not None:
+        roots = [shipped]  # the folder is its own (and only) root: its files are checked as any model folder's
+    folder = str(resolve_model_folder(shipped or name, roots))
     key = ("transformers_vlm", folder)
     if key not in _LOADED:
         _LOADED[key] = make_backend("transformers_vlm", model_path=folder, allowed_roots=roots)
@@ -165,7 +182,8 @@ class InstructionDecompose(io.ComfyNode):
                                 "is ever sent to it; use a server profile for servers that need one."),
                 io.String.Input("model", default="", optional=True, advanced=True,
                                 tooltip="openai_http: the served model name. transformers_vlm: the name of a model "
-                                "folder in models/LLM (or an extra_model_paths.yaml LLM folder)."),
+                                "folder in models/LLM (or an extra_model_paths.yaml LLM folder); "
+                                f"{SHIPPED_DECOMPOSER} = the ShapeEdit decomposer that ships with the pack."),
                 io.String.Input("api_key_env", default="", optional=True, advanced=True,
                                 tooltip="No longer used (kept so older workflows load): a workflow cannot choose which "
                                 "secret goes to which server. Put the server and its key in a server profile."),

@@ -328,10 +328,11 @@ class CogniEditSampler(io.ComfyNode):
                                                                     latent).args[0]
 
         size = tuple(output["samples"].shape)
+        px = model.get_model_object("latent_format").spacial_downscale_ratio  # 8 for most, 4 for ShapeEdit
         report = format_report(
             node="CogniEdit Sampler",
             model=type(model.model).__name__,
-            size=f"latent {list(size)} = {size[-1] * 8}x{size[-2] * 8} px; {source_note}",
+            size=f"latent {list(size)} = {size[-1] * px}x{size[-2] * px} px; {source_note}",
             seed=seed, steps=steps, cfg=cfg, denoise=denoise, scheduler=scheduler,
             sampler=f"eta {eta} ({'SDE, noise seed ' + str(sde_seed(seed)) if eta > 0 else 'Euler ODE'})",
             sigmas=(f"{sigmas[0].item():.4f} -> {sigmas[-1].item():.4f} ({len(sigmas) - 1} steps)"

@@ -135,3 +135,18 @@ def test_the_stored_training_command_names_no_machine_folder(tmp_path):
     assert portable_arg(str(tmp_path / "editor.safetensors")) == "editor.safetensors"
     assert portable_arg("out/editor.safetensors") == "out/editor.safetensors"
     assert portable_arg("--steps") == "--steps"
+
+
+def test_comfy_latent_is_the_tokens_in_their_own_order_so_seeded_noise_agrees():
+    from cogniedit.sampling.trajectory import initial_noise
+
+    tokens = L.images_to_tokens(np.random.default_rng(0).integers(0, 256, (2, 48, 48, 3), dtype=np.uint8))
+    latent = L.tokens_as_comfy_latent(tokens)
+    assert latent.shape == (2, 48, 12, 12) and torch.equal(L.comfy_latent_as_tokens(latent), tokens)
+    # ComfyUI seeds one randn of the LATENT's shape (comfy.sample.prepare_noise), the editor one of the tokens'
+    generator = torch.Generator().manual_seed(11)
+    comfy_noise = torch.randn((1, 48, 12, 12), generator=generator)
+    assert torch.equal(L.comfy_latent_as_tokens(comfy_noise), initial_noise((1, 36, 192), 11))
+    assert not torch.equal(L.pack_latent(comfy_noise), initial_noise((1, 36, 192), 11))  # a spatial latent would not
+    with pytest.raises(ValueError, match=r"48x48 scene"):
+        L.comfy_latent_as_tokens(torch.zeros(1, 16, 12, 12))

@@ -69,7 +69,7 @@ PLACEHOLDERS = {"diffusion_models": [QWEN_2509, QWEN_2511, KONTEXT, KLEIN, LONGC
 INSTRUCTION = "Make the left blue circle red and add two yellow triangles in the bottom row."
 SEED = 42
 # Lines a report box shows without scrolling (the reports of a run; the browser test checks they fit).
-REPORT_LINES = {"decompose": 7, "focus_report": 13, "report": 16}
+REPORT_LINES = {"decompose": 7, "focus_report": 13, "report": 16, "shape_loader_report": 4, "shape_decompose": 9}
 
 
 def qwen_base(unet: str) -> list[dict]:
@@ -228,6 +228,69 @@ def compare() -> list[dict]:
     return nodes
 
 
+# ---------------------------------------------------------------- ShapeEdit demo (issue 13): everything ships
+SHAPEEDIT_DEMO = "cogniedit_shapeedit_demo"
+# A fixed scene outside the evaluation seeds (20261129, 0, 1, ...): a red triangle (middle left) and a purple
+# circle (middle right); the instruction must be read off the image (the triangle's colour). Chosen once, not
+# tried against others: the workflow shows what the shipped models do with it, right or wrong.
+SHAPEEDIT_SCENE_SEED = 4711
+SHAPEEDIT_INSTRUCTION = "Make the circle the same colour as the triangle."
+SHAPEEDIT_STEPS = 12  # the command-line editor's settings: 12 Euler steps, cfg 1, simple schedule (shift 1)
+
+
+def shapeedit_demo() -> list[dict]:
+    """The shipped ShapeEdit editor and decomposer, plain (core KSampler) vs CogniEdit (decomposed instruction,
+    Token Focus at its default, CogniEdit Sampler), same seed; saved as source | plain | CogniEdit, 4x."""
+    sampling = {"seed": SEED, "steps": SHAPEEDIT_STEPS, "cfg": 1.0}
+    return [
+        dict(key="editor", type="CogniEditShapeEditLoader", col=0, row=0),
+        dict(key="shape_loader_report", type="PreviewAny", col=0, row=1, title="Editor report",
+             links={"source": ("editor", 3)}),
+        dict(key="scene", type="CogniEditShapeScene", col=0, row=2, widgets={"seed": SHAPEEDIT_SCENE_SEED}),
+        dict(key="text", type="PrimitiveStringMultiline", col=0, row=3, title="Instruction",
+             widgets={"value": SHAPEEDIT_INSTRUCTION}),
+        dict(key="encode", type="VAEEncode", col=1, row=0, links={"pixels": ("scene", 0), "vae": ("editor", 2)}),
+        dict(key="pos", type="CLIPTextEncode", col=1, row=1, title="Positive (instruction)",
+             links={"clip": ("editor", 1), "text": ("text", 0)}),
+        dict(key="plain_pos", type="ReferenceLatent", col=1, row=2, title="Plain positive (with reference)",
+             links={"conditioning": ("pos", 0), "latent": ("encode", 0)}),
+        dict(key="neg", type="ConditioningZeroOut", col=1, row=3, title="Negative (unused at cfg 1)",
+             links={"conditioning": ("plain_pos", 0)}),
+        dict(key="plain", type="KSampler", col=2, row=0, title="Plain edit (KSampler)",
+             widgets={**sampling, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0},
+             links={"model": ("editor", 0), "positive": ("plain_pos", 0), "negative": ("neg", 0),
+                    "latent_image": ("encode", 0)}),
+        dict(key="shape_decompose", type="CogniEditInstructionDecompose", col=2, row=1,
+             widgets={"backend": "transformers_vlm", "model": "shapeedit_decomposer"},
+             links={"image": ("scene", 0), "instruction": ("text", 0)}),
+        dict(key="focus", type="CogniEditTokenFocus", col=3, row=1,
+             links={"model": ("editor", 0), "directives": ("shape_decompose", 0)}),
+        dict(key="focus_report", type="PreviewAny", col=3, row=2, title="Focus report", links={"source": ("focus", 1)}),
+        dict(key="sampler", type="CogniEditSampler", col=3, row=0, widgets=sampling,
+             links={"model": ("editor", 0), "positive": ("pos", 0), "negative": ("neg", 0),
+                    "source_latent": ("encode", 0), "directives": ("focus", 2), "clip": ("editor", 1)}),
+        dict(key="report", type="PreviewAny", col=4, row=1, title="Sampler report", links={"source": ("sampler", 1)}),
+        dict(key="plain_decode", type="VAEDecode", col=4, row=0, links={"samples": ("plain", 0), "vae": ("editor", 2)}),
+        dict(key="decode", type="VAEDecode", col=5, row=0, links={"samples": ("sampler", 0), "vae": ("editor", 2)}),
+        dict(key="stitch_plain", type="ImageStitch", col=5, row=1, title="Source | plain",
+             widgets={"direction": "right", "match_image_size": True, "spacing_width": 4},
+             links={"image1": ("scene", 0), "image2": ("plain_decode", 0)}),
+        dict(key="stitch", type="ImageStitch", col=5, row=2, title="Source | plain | CogniEdit",
+             widgets={"direction": "right", "match_image_size": True, "spacing_width": 4},
+             links={"image1": ("stitch_plain", 0), "image2": ("decode", 0)}),
+        dict(key="zoom", type="ImageScaleBy", col=6, row=1, title="4x (48 px scenes)",
+             widgets={"upscale_method": "nearest-exact", "scale_by": 4.0}, links={"image": ("stitch", 0)}),
+        dict(key="save", type="SaveImage", col=6, row=0, widgets={"filename_prefix": "CogniEdit/shapeedit_demo"},
+             links={"images": ("zoom", 0)}),
+    ]
+
+
+# Workflows whose models ship with the pack: the tests run them as they are (no tiny variant, nothing to download).
+SHIPS_ITS_MODELS = {SHAPEEDIT_DEMO}
+# File names an issue fixes (issue 13: example_workflows/cogniedit_shapeedit_demo.json), exempt from the title style.
+ISSUE_FILE_NAMES = {SHAPEEDIT_DEMO}
+
+
 # The template browser shows the file name as the title (custom-node templates have no other): short, readable.
 FILE_NAMES = {
     "cogniedit_qwen_image_edit_2509_no_download": "CogniEdit Qwen-Image-Edit 2509",
@@ -236,6 +299,7 @@ FILE_NAMES = {
     "cogniedit_compare_plain_vs_cogniedit": "CogniEdit vs plain Qwen-Image-Edit",
     "cogniedit_flux2_klein": "CogniEdit FLUX.2 klein",
     "cogniedit_longcat_image_edit": "CogniEdit LongCat-Image-Edit",
+    SHAPEEDIT_DEMO: SHAPEEDIT_DEMO,
 }
 
 
@@ -270,6 +334,7 @@ WORKFLOWS = {
     "cogniedit_compare_plain_vs_cogniedit": compare,
     "cogniedit_flux2_klein": flux2_klein,
     "cogniedit_longcat_image_edit": longcat_edit,
+    SHAPEEDIT_DEMO: shapeedit_demo,
 }
 
 SOURCE_NOTE = f"\nLoad Image starts with `{SOURCE_IMAGE}` (ships with the pack): load your own image there.\n"
@@ -313,6 +378,16 @@ NOTES = {  # + SOURCE_NOTE, below
     f"| vae | `{FLUX_VAE}` |\n",
 }
 NOTES = {name: text + SOURCE_NOTE for name, text in NOTES.items()}
+NOTES[SHAPEEDIT_DEMO] = (
+    "## CogniEdit ShapeEdit demo: plain vs CogniEdit, nothing to download\n"
+    "The pack's own small models, on the CPU in seconds: the **CogniEdit ShapeEdit Loader** gives the shipped "
+    "ShapeEdit editor as MODEL, CLIP and VAE; **Instruction Decompose** runs the shipped decomposer (backend "
+    "`transformers_vlm`, model `shapeedit_decomposer`, a small Qwen2.5-VL) on the scene. Plain: core KSampler on "
+    "the instruction as written. CogniEdit: the decomposed instruction, Token Focus (its default strength 0 "
+    "changes nothing: raise it to relocate attention), the CogniEdit Sampler; same seed, 12 steps, cfg 1. "
+    "Saved: source | plain | CogniEdit, 4x.\n\n"
+    "No models to download. Change the scene seed in **CogniEdit ShapeEdit Scene** and write an instruction "
+    "for that scene in **Instruction**; both models know ShapeEdit scenes only (docs/shapeedit-decomposer.md).\n")
 
 NODE_WIDTH, REPORT_WIDTH, COL_GAP, GAP = 340, 560, 60, 50
 # Heights the front end gives what the schema does not show: its text preview (Preview Any, and the pack's

@@ -69,3 +69,22 @@ def images_to_tokens(images) -> torch.Tensor:
 
 def tokens_to_images(tokens: torch.Tensor) -> np.ndarray:
     return latent_to_image(unpack_latent(tokens))
+
+
+# ComfyUI's LATENT for this editor (nodes/shapeedit_model.py): the packed tokens' own memory order, reshaped to
+# ``[B, 48, 12, 12]`` without reordering. Why: ComfyUI draws the seeded starting noise as one randn of the LATENT's
+# shape and the command-line editor as one randn of the tokens' shape; with the same order the two are the same
+# numbers, so a seed gives the same edit in both. (It is not a spatial image: the MODEL unpacks it first.)
+def tokens_as_comfy_latent(tokens: torch.Tensor) -> torch.Tensor:
+    """Tokens ``[B, 36, 192]`` -> ComfyUI LATENT ``[B, 48, 12, 12]`` (a reshape: same values, same order)."""
+    b = tokens.shape[0]
+    return tokens.reshape(b, LATENT_CHANNELS, IMAGE_SIZE // UNSHUFFLE, IMAGE_SIZE // UNSHUFFLE)
+
+
+def comfy_latent_as_tokens(latent: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``tokens_as_comfy_latent``; a clear error for a LATENT of another shape."""
+    expected = (LATENT_CHANNELS, IMAGE_SIZE // UNSHUFFLE, IMAGE_SIZE // UNSHUFFLE)
+    if latent.ndim != 4 or tuple(latent.shape[1:]) != expected:
+        raise ValueError(f"the ShapeEdit editor's LATENT is [B, {', '.join(map(str, expected))}] (a 48x48 scene), "
+                         f"got {list(latent.shape)}; encode a 48x48 CogniEdit ShapeEdit Scene with the editor's VAE")
+    return latent.reshape(latent.shape[0], GRID * GRID, TOKEN_CHANNELS)

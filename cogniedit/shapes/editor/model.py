@@ -49,6 +49,14 @@ def build_text_encoder(config: EditorConfig):
     return Qwen2Model(cfg)
 
 
+def encode_instruction_ids(vocab, text_encoder, prefix_len: int, ids: torch.Tensor, mask: torch.Tensor):
+    """The editor's text conditioning: real ids -> vocabulary rows -> Qwen2 hidden states, the template prefix
+    dropped. Shared by ``ShapeEditor.encode_ids`` and the ComfyUI CLIP of the editor (nodes/shapeedit_model.py)."""
+    rows = vocab(ids.to(vocab.real_ids.device))
+    hidden = text_encoder(input_ids=rows, attention_mask=mask).last_hidden_state
+    return hidden[:, prefix_len:], mask[:, prefix_len:]
+
+
 class ShapeEditor(nn.Module):
     """The ShapeEdit editor. ``transformer`` is the diffusers module (attention processors can be swapped there,
     and ``attention_kwargs`` reach them), ``text_encoder`` the transformers Qwen2Model, ``vocab`` the id remap."""
@@ -71,9 +79,7 @@ class ShapeEditor(nn.Module):
 
     def encode_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Text embeddings ``[B, L - prefix, text_hidden]`` and mask; position 0 = first instruction token."""
-        rows = self.vocab(ids.to(self.vocab.real_ids.device))
-        hidden = self.text_encoder(input_ids=rows, attention_mask=mask).last_hidden_state
-        return hidden[:, self.prefix_len:], mask[:, self.prefix_len:]
+        return encode_instruction_ids(self.vocab, self.text_encoder, self.prefix_len, ids, mask)
 
     def encode_text(self, instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = self.tokenize(instructions)
