@@ -106,7 +106,7 @@ def test_cogniedit_sampler_with_a_strength_0_focus_is_the_plain_edit(comfy, load
     source, instruction = cases[1]
     latent, positive = encode(comfy, clip, vae, source, instruction)
     directives = decompose(source, instruction, "rules").to_dict()
-    _, _, focused = focus.CogniEditTokenFocus.execute(model, directives=directives).args  # node default: strength 0
+    focused = focus.CogniEditTokenFocus.execute(model, directives=directives).args[2]  # node default: strength 0
     negative = [[torch.zeros_like(positive[0][0]), {}]]
     out, report = sampler.CogniEditSampler.execute(model, positive, negative, 5, STEPS, 1.0, 1.0, 0.0, "simple",
                                                    source_latent=latent, directives=focused, clip=clip).args
@@ -123,8 +123,8 @@ def test_token_focus_patches_the_model_and_changes_the_edit(comfy, loaded, cases
     negative = [[torch.zeros_like(positive[0][0]), {}]]
     outputs = {}
     for strength in (0.0, 8.0):
-        _, focus_report, directives = focus.CogniEditTokenFocus.execute(
-            model, prompt=instruction, phrases=instruction.split()[-1], strength=strength).args
+        directives = focus.CogniEditTokenFocus.execute(
+            model, prompt=instruction, phrases=instruction.split()[-1], strength=strength).args[2]
         out, report = sampler.CogniEditSampler.execute(model, positive, negative, 1, STEPS, 1.0, 1.0, 0.0, "simple",
                                                        source_latent=latent, directives=directives).args
         outputs[strength] = out["samples"]
