@@ -20,7 +20,7 @@ import node_helpers
 import torch
 from comfy.k_diffusion.sampling import trange
 from comfy_api.latest import io
-from comfy_extras import nodes_custom_sampler
+from comfy_extras import nodes_custom_sampler, nodes_flux
 
 from ..cogniedit.decompose.types import Decomposition
 from ..cogniedit.sampling.steps import euler_step, sde_step
@@ -29,6 +29,10 @@ from .types import Directives
 
 ALIGN = 32  # pixels: whole 2x2 patches of 8-px latents (Flux, Qwen-Image) and whole 16-px cells (FLUX.2, Mage-Flow)
 ALIGN_MODES = ("crop", "pad")
+# FLUX.2's own schedule (its templates wire Flux2Scheduler, not BasicScheduler): a shift that grows with the
+# image's token count, computed at this node's output size. Offered beside ComfyUI's scheduler names.
+FLUX2_SCHEDULER = "Flux2Scheduler"
+SCHEDULERS = [*comfy.samplers.SCHEDULER_NAMES, FLUX2_SCHEDULER]
 
 
 # ---------------------------------------------------------------- flow sampler (k-diffusion signature)
@@ -296,8 +300,10 @@ class CogniEditSampler(io.ComfyNode):
                 io.Float.Input("eta", default=0.0, min=0.0, max=2.0, step=0.01,
                                tooltip="0 = deterministic Euler ODE; > 0 = Flow-GRPO SDE noise level (seeded "
                                "from seed + 1)."),
-                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="simple",
-                               tooltip="Sigma schedule from the model's own model_sampling (shift included)."),
+                io.Combo.Input("scheduler", options=SCHEDULERS, default="simple",
+                               tooltip="Sigma schedule from the model's own model_sampling (shift included), as "
+                               "BasicScheduler. Flux2Scheduler: FLUX.2's resolution-dependent schedule (ComfyUI's "
+                               "Flux2Scheduler at the output size), what the FLUX.2 templates use."),
                 io.Combo.Input("align", options=list(ALIGN_MODES), default="crop",
                                tooltip="How a source image whose sides are not multiples of 32 px is aligned, "
                                "never resampled, anchored top-left: crop drops up to 31 px at the right/bottom, "
@@ -337,7 +343,7 @@ class CogniEditSampler(io.ComfyNode):
         negative, ref_neg = with_reference(negative, reference, factor)
 
         guider = make_guider(model, positive, negative, cfg, directives)
-        sigmas = scheduled_sigmas(guider.model_patcher, scheduler, steps, denoise)
+        sigmas = scheduled_sigmas(guider.model_patcher, scheduler, steps, denoise, reference, factor)
         noise = nodes_custom_sampler.Noise_RandomNoise(seed)
         output = nodes_custom_sampler.SamplerCustomAdvanced.execute(noise, guider, flow_sampler(eta), sigmas,
                                                                     latent).args[0]
@@ -347,7 +353,8 @@ class CogniEditSampler(io.ComfyNode):
             node="CogniEdit Sampler",
             model=type(model.model).__name__,
             size=f"latent {list(size)} = {pixel_size(output['samples'], factor)} px; {source_note}",
-            seed=seed, steps=steps, cfg=cfg, denoise=denoise, scheduler=scheduler,
+            seed=seed, steps=steps, cfg=cfg, denoise=denoise,
+            scheduler=scheduler + (f" at {pixel_size(reference, factor)} px" if scheduler == FLUX2_SCHEDULER else ""),
             sampler=f"eta {eta} ({'SDE, noise seed ' + str(sde_seed(seed)) if eta > 0 else 'Euler ODE'})",
             sigmas=(f"{sigmas[0].item():.4f} -> {sigmas[-1].item():.4f} ({len(sigmas) - 1} steps)"
                     if len(sigmas) else "none (denoise 0: source returned)"),
@@ -362,9 +369,18 @@ class CogniEditSampler(io.ComfyNode):
         return io.NodeOutput(output, report)
 
 
-def scheduled_sigmas(model, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
-    """BasicScheduler's sigmas (same code path: the core node)."""
-    return nodes_custom_sampler.BasicScheduler.execute(model, scheduler, steps, denoise).args[0]
+def scheduled_sigmas(model, scheduler: str, steps: int, denoise: float, latent: torch.Tensor,
+                     factor: int) -> torch.Tensor:
+    """BasicScheduler's sigmas (same code path: the core node), or for FLUX2_SCHEDULER the core Flux2Scheduler's at
+    the latent's pixel size (``factor`` px per cell), cut for denoise < 1 as BasicScheduler cuts its own: the last
+    steps + 1 of int(steps / denoise)."""
+    if scheduler != FLUX2_SCHEDULER:
+        return nodes_custom_sampler.BasicScheduler.execute(model, scheduler, steps, denoise).args[0]
+    if denoise <= 0.0:
+        return torch.FloatTensor([])
+    total = steps if denoise >= 1.0 else int(steps / denoise)
+    height, width = latent.shape[-2] * factor, latent.shape[-1] * factor
+    return nodes_flux.Flux2Scheduler.execute(total, width, height).args[0][-(steps + 1):]
 
 
 NODES = [CogniEditSampler, CogniEditGuider, CogniEditSDESampler]

@@ -226,6 +226,30 @@ def test_flux2_sizes_use_the_models_latent_factor(comfy, sampler, flux2, height,
     assert f"already there, but {expected[1]}x{expected[0]} px, not the output's 64x64" in report, report
 
 
+def test_flux2_scheduler_equals_the_klein_templates_graph(comfy, sampler, flux2):
+    """scheduler Flux2Scheduler = ComfyUI's FLUX.2 klein template: SamplerCustomAdvanced with Flux2Scheduler at the
+    image size, bit for bit; it is not BasicScheduler's fixed shift 2.02; denoise < 1 keeps its last steps."""
+    from comfy_extras.nodes_flux import Flux2Scheduler
+
+    model, vae, positive, negative = flux2
+    image = random_image(96, 160, seed=3)
+    latent, ref_pos, ref_neg = core_references(comfy, vae, image, positive, negative)
+    ours, report = run_node(sampler, model, positive, negative, seed=7, steps=4, cfg=2.0, scheduler="Flux2Scheduler",
+                            source_image=image, vae=vae)
+    ncs = comfy.ncs
+    template_sigmas = Flux2Scheduler.execute(4, 160, 96).args[0]
+    expected = ncs.SamplerCustomAdvanced.execute(
+        ncs.RandomNoise.execute(7).args[0], ncs.CFGGuider.execute(model, ref_pos, ref_neg, 2.0).args[0],
+        ncs.KSamplerSelect.execute("euler").args[0], template_sigmas, latent).args[0]
+    assert torch.equal(ours["samples"], expected["samples"])
+    assert "scheduler: Flux2Scheduler at 160x96 px" in report
+    assert f"sigmas: {template_sigmas[0].item():.4f} -> 0.0000 (4 steps)" in report, report
+    basic, _ = run_node(sampler, model, positive, negative, seed=7, steps=4, cfg=2.0, source_image=image, vae=vae)
+    assert not torch.equal(basic["samples"], ours["samples"])
+    cut = sampler.scheduled_sigmas(model, "Flux2Scheduler", 3, 0.5, latent["samples"], 16)
+    assert torch.equal(cut, Flux2Scheduler.execute(6, 160, 96).args[0][-4:])
+
+
 def test_source_latent_size_check_counts_the_models_factor(sampler, models, flux2):
     """250x250 latent cells are 4000x4000 px on FLUX.2 (refused) but 2000x2000 px on Flux Kontext / Qwen-Image
     (accepted); 128x128 cells are FLUX.2's 2048x2048 limit."""
