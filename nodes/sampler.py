@@ -20,15 +20,19 @@ import node_helpers
 import torch
 from comfy.k_diffusion.sampling import trange
 from comfy_api.latest import io
-from comfy_extras import nodes_custom_sampler
+from comfy_extras import nodes_custom_sampler, nodes_flux
 
 from ..cogniedit.decompose.types import Decomposition
 from ..cogniedit.sampling.steps import euler_step, sde_step
 from .common import applied_focus, apply_focus, check_source_size
 from .types import Directives
 
-ALIGN = 32  # pixels: Flux/Qwen patchify 2x2 latents of 8 px; 32 px keeps every edit model's grid whole
+ALIGN = 32  # pixels: whole 2x2 patches of 8-px latents (Flux, Qwen-Image) and whole 16-px cells (FLUX.2, Mage-Flow)
 ALIGN_MODES = ("crop", "pad")
+# FLUX.2's own schedule (its templates wire Flux2Scheduler, not BasicScheduler): a shift that grows with the
+# image's token count, computed at this node's output size. Offered beside ComfyUI's scheduler names.
+FLUX2_SCHEDULER = "Flux2Scheduler"
+SCHEDULERS = [*comfy.samplers.SCHEDULER_NAMES, FLUX2_SCHEDULER]
 
 
 # ---------------------------------------------------------------- flow sampler (k-diffusion signature)
@@ -86,6 +90,18 @@ def make_guider(model, positive, negative, cfg, directives=None) -> CogniEditCFG
 
 # ---------------------------------------------------------------- source handling
 
+def pixels_per_latent(model) -> int:
+    """Pixels per latent cell along a side, as the model's latent format declares it (ComfyUI sizes empty latents
+    and converts LATENTs between models with the same number): 8 for Flux / Qwen-Image / LongCat, 16 for FLUX.2 and
+    Mage-Flow. The model's, not the VAE's: VAELoader's taef2 encodes /16 but keeps the default ratio of 8."""
+    return int(model.get_model_object("latent_format").spacial_downscale_ratio)
+
+
+def pixel_size(samples: torch.Tensor, factor: int) -> str:
+    """"WxH" in pixels of a latent [..., h, w] at ``factor`` px per cell."""
+    return f"{samples.shape[-1] * factor}x{samples.shape[-2] * factor}"
+
+
 def align_image(image: torch.Tensor, mode: str = "crop", multiple: int = ALIGN) -> torch.Tensor:
     """IMAGE [B, H, W, C] with H and W made multiples of ``multiple`` without resampling, anchored at the top-left
     corner (pixel (x, y) stays at (x, y): no zoom, no shift). "crop" drops at most multiple-1 rows/columns at the
@@ -132,23 +148,25 @@ def source_latent_of(model, source_image, vae, source_latent, align: str):
     if samples.is_nested:
         raise ValueError("nested (multi-part) latents are not supported as an edit source")
     if source_latent is not None:  # already encoded: its pixel size still sets what sampling allocates
-        check_source_size(samples.shape[-1] * 8, samples.shape[-2] * 8, "source latent")
+        factor = pixels_per_latent(model)
+        check_source_size(samples.shape[-1] * factor, samples.shape[-2] * factor, "source latent")
     latent["samples"] = comfy.sample.fix_empty_latent_channels(
         model, samples, latent.get("downscale_ratio_spacial", None), latent.get("downscale_ratio_temporal", None))
     return latent, note
 
 
-def with_reference(conditioning, reference: torch.Tensor):
+def with_reference(conditioning, reference: torch.Tensor, factor: int):
     """(conditioning, note): the reference latent appended as ReferenceLatent does, unless the conditioning
     already carries one (TextEncodeQwenImageEdit with a VAE, a ReferenceLatent node): a second copy would change
-    the edit. The note warns when such a reference has another size than the output (zoom / pixel shift)."""
+    the edit. The note warns when such a reference has another size than the output (zoom / pixel shift); sizes in
+    pixels at ``factor`` px per latent cell."""
     existing = [ref for entry in conditioning for ref in entry[1].get("reference_latents") or []]
     if not existing:
         return node_helpers.conditioning_set_values(conditioning, {"reference_latents": [reference]}, append=True), "added"
     if any(tuple(ref.shape[-2:]) != tuple(reference.shape[-2:]) for ref in existing):
-        sizes = sorted({f"{ref.shape[-1] * 8}x{ref.shape[-2] * 8}" for ref in existing})
+        sizes = sorted({pixel_size(ref, factor) for ref in existing})
         return conditioning, (f"already there, but {', '.join(sizes)} px, not the output's "
-                              f"{reference.shape[-1] * 8}x{reference.shape[-2] * 8}: expect zoom/shift (encode the "
+                              f"{pixel_size(reference, factor)}: expect zoom/shift (encode the "
                               "prompt without a VAE and let this node add the reference)")
     return conditioning, "already there"
 
@@ -282,8 +300,10 @@ class CogniEditSampler(io.ComfyNode):
                 io.Float.Input("eta", default=0.0, min=0.0, max=2.0, step=0.01,
                                tooltip="0 = deterministic Euler ODE; > 0 = Flow-GRPO SDE noise level (seeded "
                                "from seed + 1)."),
-                io.Combo.Input("scheduler", options=comfy.samplers.SCHEDULER_NAMES, default="simple",
-                               tooltip="Sigma schedule from the model's own model_sampling (shift included)."),
+                io.Combo.Input("scheduler", options=SCHEDULERS, default="simple",
+                               tooltip="Sigma schedule from the model's own model_sampling (shift included), as "
+                               "BasicScheduler. Flux2Scheduler: FLUX.2's resolution-dependent schedule (ComfyUI's "
+                               "Flux2Scheduler at the output size), what the FLUX.2 templates use."),
                 io.Combo.Input("align", options=list(ALIGN_MODES), default="crop",
                                tooltip="How a source image whose sides are not multiples of 32 px is aligned, "
                                "never resampled, anchored top-left: crop drops up to 31 px at the right/bottom, "
@@ -318,22 +338,23 @@ class CogniEditSampler(io.ComfyNode):
                 prompt_note = "re-encoded from the directives' enriched instruction"
             else:
                 prompt_note = "positive as given (connect a clip to re-encode the enriched instruction)"
-        positive, ref_pos = with_reference(positive, reference)
-        negative, ref_neg = with_reference(negative, reference)
+        factor = pixels_per_latent(model)
+        positive, ref_pos = with_reference(positive, reference, factor)
+        negative, ref_neg = with_reference(negative, reference, factor)
 
         guider = make_guider(model, positive, negative, cfg, directives)
-        sigmas = scheduled_sigmas(guider.model_patcher, scheduler, steps, denoise)
+        sigmas = scheduled_sigmas(guider.model_patcher, scheduler, steps, denoise, reference, factor)
         noise = nodes_custom_sampler.Noise_RandomNoise(seed)
         output = nodes_custom_sampler.SamplerCustomAdvanced.execute(noise, guider, flow_sampler(eta), sigmas,
                                                                     latent).args[0]
 
         size = tuple(output["samples"].shape)
-        px = model.get_model_object("latent_format").spacial_downscale_ratio  # 8 for most, 4 for ShapeEdit
         report = format_report(
             node="CogniEdit Sampler",
             model=type(model.model).__name__,
-            size=f"latent {list(size)} = {size[-1] * px}x{size[-2] * px} px; {source_note}",
-            seed=seed, steps=steps, cfg=cfg, denoise=denoise, scheduler=scheduler,
+            size=f"latent {list(size)} = {pixel_size(output['samples'], factor)} px; {source_note}",
+            seed=seed, steps=steps, cfg=cfg, denoise=denoise,
+            scheduler=scheduler + (f" at {pixel_size(reference, factor)} px" if scheduler == FLUX2_SCHEDULER else ""),
             sampler=f"eta {eta} ({'SDE, noise seed ' + str(sde_seed(seed)) if eta > 0 else 'Euler ODE'})",
             sigmas=(f"{sigmas[0].item():.4f} -> {sigmas[-1].item():.4f} ({len(sigmas) - 1} steps)"
                     if len(sigmas) else "none (denoise 0: source returned)"),
@@ -348,9 +369,18 @@ class CogniEditSampler(io.ComfyNode):
         return io.NodeOutput(output, report)
 
 
-def scheduled_sigmas(model, scheduler: str, steps: int, denoise: float) -> torch.Tensor:
-    """BasicScheduler's sigmas (same code path: the core node)."""
-    return nodes_custom_sampler.BasicScheduler.execute(model, scheduler, steps, denoise).args[0]
+def scheduled_sigmas(model, scheduler: str, steps: int, denoise: float, latent: torch.Tensor,
+                     factor: int) -> torch.Tensor:
+    """BasicScheduler's sigmas (same code path: the core node), or for FLUX2_SCHEDULER the core Flux2Scheduler's at
+    the latent's pixel size (``factor`` px per cell), cut for denoise < 1 as BasicScheduler cuts its own: the last
+    steps + 1 of int(steps / denoise)."""
+    if scheduler != FLUX2_SCHEDULER:
+        return nodes_custom_sampler.BasicScheduler.execute(model, scheduler, steps, denoise).args[0]
+    if denoise <= 0.0:
+        return torch.FloatTensor([])
+    total = steps if denoise >= 1.0 else int(steps / denoise)
+    height, width = latent.shape[-2] * factor, latent.shape[-1] * factor
+    return nodes_flux.Flux2Scheduler.execute(total, width, height).args[0][-(steps + 1):]
 
 
 NODES = [CogniEditSampler, CogniEditGuider, CogniEditSDESampler]

@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfy_inprocess import (flux_conditioning, pack_module, qwen_conditioning, random_image,
+from comfy_inprocess import (flux_conditioning, pack_module, qwen_conditioning, random_image, random_state_dict,
                              tiny_clip_l, tiny_flux_kontext, tiny_qwen_image, tiny_taef1_vae, tiny_wan_vae)
+from tiny_families import tiny_flux2
 
 pytestmark = pytest.mark.host
 
@@ -184,6 +185,86 @@ def test_output_size_is_the_source_size(sampler, models, name, height, width, al
     out, report = run_node(sampler, model, positive, negative, steps=2, source_image=image, vae=vae, align=align)
     assert tuple(out["samples"].shape[-2:]) == (expected[0] // 8, expected[1] // 8)
     assert f"{expected[1]}x{expected[0]} px" in report
+
+
+FLUX2_TEXT = 48  # a narrow tiny FLUX.2 (the size handling does not depend on the text width)
+
+
+def tiny_taef2_vae(comfy, seed: int = 0):
+    """FLUX.2's 128-channel TAESD (``taef2``: /8 convolutions, then 2x2 patches into 128 channels = /16) as a real
+    comfy.sd.VAE, loaded as VAELoader loads taef2 (the latent-channel count from metadata)."""
+    from comfy.taesd.taesd import TAESD
+
+    state = {k: v for k, v in random_state_dict(TAESD(latent_channels=128), seed, std=None).items()
+             if k.startswith("taesd_")}
+    state["vae_scale"], state["vae_shift"] = torch.tensor(1.0), torch.tensor(0.0)
+    return comfy.sd.VAE(sd=state, metadata={"tae_latent_channels": 128})
+
+
+@pytest.fixture(scope="module")
+def flux2(comfy):
+    generator = torch.Generator().manual_seed(4)
+    positive = [[torch.randn(1, 8, FLUX2_TEXT, generator=generator), {}]]
+    negative = [[torch.zeros(1, 8, FLUX2_TEXT), {}]]
+    return tiny_flux2(comfy, text_width=FLUX2_TEXT), tiny_taef2_vae(comfy), positive, negative
+
+
+@pytest.mark.parametrize("height,width,align,expected", [(160, 160, "crop", (160, 160)), (100, 70, "pad", (128, 96))])
+def test_flux2_sizes_use_the_models_latent_factor(comfy, sampler, flux2, height, width, align, expected):
+    """FLUX.2 latents are /16 (its latent format; taef2 patchifies /8 features 2x2): the report, the reference note
+    and the source-latent size check count 16 px per latent cell, and the result equals the core graph's."""
+    model, vae, positive, negative = flux2
+    image = random_image(height, width, seed=9)
+    out, report = run_node(sampler, model, positive, negative, steps=2, source_image=image, vae=vae, align=align)
+    assert tuple(out["samples"].shape[-2:]) == (expected[0] // 16, expected[1] // 16)
+    assert f"= {expected[1]}x{expected[0]} px" in report, report
+    latent, ref_pos, ref_neg = core_references(comfy, vae, sampler.align_image(image, align), positive, negative)
+    (core,) = comfy.nodes.KSampler().sample(model, 42, 2, 1.0, "euler", "simple", ref_pos, ref_neg, latent)
+    assert torch.equal(out["samples"], core["samples"])
+    _, report = run_node(sampler, model, ref_pos, negative, steps=1, source_latent={"samples": torch.zeros(
+        1, 128, 4, 4)}, denoise=0.0)  # a 64x64 output under a reference of the source's size
+    assert f"already there, but {expected[1]}x{expected[0]} px, not the output's 64x64" in report, report
+
+
+def test_flux2_scheduler_equals_the_klein_templates_graph(comfy, sampler, flux2):
+    """scheduler Flux2Scheduler = ComfyUI's FLUX.2 klein template: SamplerCustomAdvanced with Flux2Scheduler at the
+    image size, bit for bit; it is not BasicScheduler's fixed shift 2.02; denoise < 1 keeps its last steps."""
+    from comfy_extras.nodes_flux import Flux2Scheduler
+
+    model, vae, positive, negative = flux2
+    image = random_image(96, 160, seed=3)
+    latent, ref_pos, ref_neg = core_references(comfy, vae, image, positive, negative)
+    ours, report = run_node(sampler, model, positive, negative, seed=7, steps=4, cfg=2.0, scheduler="Flux2Scheduler",
+                            source_image=image, vae=vae)
+    ncs = comfy.ncs
+    template_sigmas = Flux2Scheduler.execute(4, 160, 96).args[0]
+    expected = ncs.SamplerCustomAdvanced.execute(
+        ncs.RandomNoise.execute(7).args[0], ncs.CFGGuider.execute(model, ref_pos, ref_neg, 2.0).args[0],
+        ncs.KSamplerSelect.execute("euler").args[0], template_sigmas, latent).args[0]
+    assert torch.equal(ours["samples"], expected["samples"])
+    assert "scheduler: Flux2Scheduler at 160x96 px" in report
+    assert f"sigmas: {template_sigmas[0].item():.4f} -> 0.0000 (4 steps)" in report, report
+    basic, _ = run_node(sampler, model, positive, negative, seed=7, steps=4, cfg=2.0, source_image=image, vae=vae)
+    assert not torch.equal(basic["samples"], ours["samples"])
+    cut = sampler.scheduled_sigmas(model, "Flux2Scheduler", 3, 0.5, latent["samples"], 16)
+    assert torch.equal(cut, Flux2Scheduler.execute(6, 160, 96).args[0][-4:])
+
+
+def test_source_latent_size_check_counts_the_models_factor(sampler, models, flux2):
+    """250x250 latent cells are 4000x4000 px on FLUX.2 (refused) but 2000x2000 px on Flux Kontext / Qwen-Image
+    (accepted); 128x128 cells are FLUX.2's 2048x2048 limit."""
+    model, _, positive, negative = flux2
+    with pytest.raises(ValueError, match="source latent 4000x4000 px"):
+        run_node(sampler, model, positive, negative, source_latent={"samples": torch.zeros(1, 128, 250, 250)})
+    out, report = run_node(sampler, model, positive, negative, denoise=0.0,
+                           source_latent={"samples": torch.zeros(1, 128, 128, 128)})
+    assert out["samples"].shape[-1] == 128 and "= 2048x2048 px" in report
+    for name, shape in (("flux_kontext", (1, 16, 250, 250)), ("qwen_image_edit", (1, 16, 1, 250, 250))):
+        model, _, conditioning = models[name]
+        positive, negative = conditioning()
+        _, report = run_node(sampler, model, positive, negative, denoise=0.0, source_latent={"samples": torch.zeros(
+            shape)})
+        assert "= 2000x2000 px" in report, report
 
 
 def test_align_keeps_pixels_in_place(sampler):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import sys
 import urllib.parse
 import urllib.request
@@ -31,7 +32,9 @@ DEFAULT_FILES = frozenset(specs.COMFY_ORG_FILES) | {specs.SOURCE_IMAGE}
 FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".gguf", ".png", ".jpg", ".jpeg", ".webp")
 CORE_MODULES = ("nodes", "comfy_extras.")
 # Examples whose tiny variant loads a tiny DiT of their own family: (model class, Token Focus layout) it must show.
-FAMILY_RUNS = {"cogniedit_flux2_klein": ("Flux2", "flux2_klein"), "cogniedit_longcat_image_edit": ("LongCatImage", "longcat")}
+FAMILY_RUNS = {"cogniedit_flux2_klein": ("Flux2", "flux2_klein"), "cogniedit_longcat_image_edit": ("LongCatImage", "longcat"),
+               "cogniedit_flux_kontext": ("Flux", "flux")}
+TOKENS_HIT = re.compile(r"^focus applied: (\d+) of (\d+) attention calls .*, (\d+) of (\d+) tokens hit$", re.M)
 
 
 def load(name: str) -> dict:
@@ -224,12 +227,15 @@ def test_tiny_variant_runs_to_an_output_image(server, object_info, name):
                                                         "".join(entry["outputs"][decompose_id]["text"]))
         return
     assert "focus: off" not in report, f"the focus patch did not reach the sampler:\n{report}"
+    if any(node["type"] == "CogniEditTokenFocus" for node in workflow["nodes"]):  # and it lands inside the text:
+        applied = TOKENS_HIT.search(report)  # calls biased, and every focus token inside the text that arrived
+        assert applied and int(applied[1]) > 0 and int(applied[3]) == int(applied[4]) > 0, report
+        assert "FOCUS NOT APPLIED" not in report and "lie outside" not in report, report
     if name == "cogniedit_qwen_image_edit_2511_lora_focus":
         assert "learned" in report
-    if name in FAMILY_RUNS:  # the tiny file is loaded as that family and the focus lands inside its text
+    if name in FAMILY_RUNS:  # the tiny file is loaded as that family (its layout resolved from the model)
         model_class, layout = FAMILY_RUNS[name]
         assert f"model: {model_class}\n" in report and f"layout: {layout}," in texts["Focus report"], texts
-        assert "FOCUS NOT APPLIED" not in report and " 0 of " not in report, report
 
 
 def check_shapeedit_demo_is_the_command_line_editor(png: bytes, decompose_report: str) -> None:

@@ -19,11 +19,24 @@ from comfy_inprocess import random_state_dict
 TINY_TEXT = 16  # the tiny encoders' hidden size
 KLEIN_WIDTH = 7680
 LONGCAT_WIDTH = 3584  # Qwen2.5-VL-7B's hidden size
+T5_WIDTH, T5_TOKENS = 4096, 256  # Flux's T5-XXL: hidden size, and the length ComfyUI pads its tokens to (min_length)
+CLIP_L_WIDTH = 768  # Flux's pooled CLIP-L output (vector_in)
 
 
 def model_patcher(comfy, base):
     return comfy.model_patcher.ModelPatcher(base, load_device=comfy.mm.get_torch_device(),
                                             offload_device=comfy.mm.unet_offload_device())
+
+
+def flux_dit(comfy, text_width: int = T5_WIDTH, pooled_width: int = CLIP_L_WIDTH):
+    """A tiny Flux.1 dev / Kontext DiT module on the meta device (hidden 128, 1 double + 1 single block, guidance
+    embedding): at the real widths ComfyUI's detector loads its file as Flux, as it does the Kontext file."""
+    from comfy.ldm.flux.model import Flux
+
+    return Flux(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=pooled_width, context_in_dim=text_width,
+                hidden_size=128, mlp_ratio=4.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56],
+                theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True, txt_ids_dims=[],
+                operations=comfy.ops.disable_weight_init, device="meta")
 
 
 def flux2_dit(comfy, text_width: int = KLEIN_WIDTH):

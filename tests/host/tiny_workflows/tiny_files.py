@@ -10,17 +10,19 @@ import torch
 from safetensors.torch import save_file
 
 from comfy_inprocess import import_pack, random_state_dict
-from tiny_families import KLEIN_WIDTH, LONGCAT_WIDTH, flux2_dit, longcat_dit
-from workflow_specs import KLEIN, LONGCAT_EDIT
+from tiny_families import CLIP_L_WIDTH, KLEIN_WIDTH, LONGCAT_WIDTH, T5_WIDTH, flux2_dit, flux_dit, longcat_dit
+from workflow_specs import KLEIN, KONTEXT, LONGCAT_EDIT
 
 from .substitute import SUBSTITUTIONS, TINY_UNET
 
 # The real file an example loads -> its tiny DiT (the tiny file's name: substitutions.json "by_model_file").
-FAMILY_DITS = {KLEIN: lambda comfy: flux2_dit(comfy, KLEIN_WIDTH), LONGCAT_EDIT: lambda comfy: longcat_dit(comfy, LONGCAT_WIDTH)}
+FAMILY_DITS = {KLEIN: lambda comfy: flux2_dit(comfy, KLEIN_WIDTH), LONGCAT_EDIT: lambda comfy: longcat_dit(comfy, LONGCAT_WIDTH),
+               KONTEXT: lambda comfy: flux_dit(comfy, T5_WIDTH, CLIP_L_WIDTH)}
 TINY_LORA = SUBSTITUTIONS["widgets"]["CogniEditLoader"]["lora_name"]
 TINY_FOCUS = SUBSTITUTIONS["widgets"]["CogniEditLoader"]["focus_weights"]
 
-LOTUS_CONTEXT_DIM = 1024  # core LotusConditioning: a fixed [1, 77, 1024] conditioning
+STAND_IN_TEXT_WIDTH = 1024  # the shared stand-in DiT's text width (the seeded conditioning's default width)
+STAND_IN_POOLED_WIDTH = 32
 
 
 def _save(state: dict, path: Path) -> None:
@@ -32,20 +34,15 @@ def _save(state: dict, path: Path) -> None:
 
 def write_tiny_files(comfy, models_dir: Path) -> list[Path]:
     """diffusion_models/<TINY_UNET> (Flux dev/Kontext architecture: hidden 128, 1+1 blocks, text width 1024) and
-    vae_approx/taef1_{encoder,decoder}.safetensors (a 16-channel TAESD); for the FLUX.2 klein and LongCat examples
-    their tiny DiTs at the real text widths (tiny_families) and vae_approx/taef2_* (FLUX.2's 128-channel TAESD).
-    Skips files already there."""
-    from comfy.ldm.flux.model import Flux
+    vae_approx/taef1_{encoder,decoder}.safetensors (a 16-channel TAESD); for the Flux Kontext, FLUX.2 klein and
+    LongCat examples their tiny DiTs at the real text widths (tiny_families) and vae_approx/taef2_* (FLUX.2's
+    128-channel TAESD). Skips files already there."""
     from comfy.taesd.taesd import TAESD
 
     models_dir = Path(models_dir)
     unet = models_dir / "diffusion_models" / TINY_UNET
     if not unet.exists():
-        module = Flux(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=32,
-                      context_in_dim=LOTUS_CONTEXT_DIM, hidden_size=128, mlp_ratio=4.0, num_heads=1, depth=1,
-                      depth_single_blocks=1, axes_dim=[16, 56, 56], theta=10000, patch_size=2, qkv_bias=True,
-                      guidance_embed=True, txt_ids_dims=[], operations=comfy.ops.disable_weight_init, device="meta")
-        _save(random_state_dict(module, seed=0), unet)
+        _save(random_state_dict(flux_dit(comfy, STAND_IN_TEXT_WIDTH, STAND_IN_POOLED_WIDTH), seed=0), unet)
     encoder = models_dir / "vae_approx" / "taef1_encoder.safetensors"
     decoder = models_dir / "vae_approx" / "taef1_decoder.safetensors"
     written = [unet]
