@@ -116,6 +116,7 @@ DEFAULTS: dict = {
         "timeout_s": 120.0,            # openai_http: deadline per decomposition, retries included
         "retries": 2,                  # openai_http: more tries for transient failures
         "max_fallback_frac": 0.5,      # stop when more decompositions than this fell back to the rules (after 8)
+        "grammar_check": True,         # ShapeEdit cases, model backends: the editor's grammar check, as at inference
         "cache_dir": None,             # None = <data.cache_dir or output_dir/cache>/decompose
     },
     "optim": {

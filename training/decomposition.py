@@ -134,12 +134,13 @@ class RolloutDecomposer:
     """``instruction(case)``: the enriched instruction the policy encodes for ``case`` (decomposed once)."""
 
     def __init__(self, backend, settings, cache_dir: Path | None, max_fallback_frac: float = 0.5,
-                 backend_name: str = "rules"):
+                 backend_name: str = "rules", grammar_check: bool = True):
         from cogniedit.decompose import DecompositionCache
 
         self.backend, self.settings, self.backend_name = backend, settings, backend_name
         self.cache = DecompositionCache(max_entries=1, directory=cache_dir) if cache_dir is not None else None
         self.max_fallback_frac = float(max_fallback_frac)
+        self.grammar_check = bool(grammar_check) and backend_name != "rules"
         self.results: dict = {}
         self.first_fallback = ""
         self.seconds = self._seconds_reported = 0.0  # spent decomposing (in the rollout time of the step)
@@ -153,6 +154,11 @@ class RolloutDecomposer:
             with rng_untouched():
                 result = decompose(source_image(case), case.instruction, backend=self.backend,
                                    settings=self.settings, cache=self.cache)
+            if self.grammar_check and getattr(case, "source_image", None) is None:
+                # a ShapeEdit case: what the CogniEdit editor would give the editor (decomposer.answer_check)
+                from cogniedit.shapes.decomposer.answer_check import check_decomposition
+
+                result, _ = check_decomposition(result, case.instruction, case.world)
             self.seconds += time.perf_counter() - started
             self.results[case.case_id] = result
             if result.source == "fallback" and not self.first_fallback:
@@ -208,7 +214,7 @@ def build_decomposer(config: dict, out: Path) -> RolloutDecomposer | None:
         return None
     cache = section["cache_dir"] or Path(config["data"]["cache_dir"] or Path(out) / "cache") / "decompose"
     return RolloutDecomposer(build_backend(section), settings_from(section), Path(cache),
-                             float(section["max_fallback_frac"]), section["backend"])
+                             float(section["max_fallback_frac"]), section["backend"], bool(section["grammar_check"]))
 
 
 def prefill(config: dict) -> str:

@@ -156,7 +156,7 @@ def test_decompose_on_feeds_the_enriched_instruction_to_the_editor(editor, monke
     real_tokenize = editor.tokenize
     monkeypatch.setattr(editor, "tokenize", lambda texts: (seen.extend(texts), real_tokenize(texts))[1])
     imgs = images(1)
-    decomposing = wrapped(editor, decompose="on", decomposer=ScriptedBackend())
+    decomposing = wrapped(editor, decompose="on", decomposer=ScriptedBackend(), decompose_check="off")
     out = decomposing.edit(imgs, ["make the purple circle red"], seed=2)
     assert seen == ["now make the purple circle red"] == decomposing.last_instructions
     assert np.array_equal(out, edit_base(editor, imgs, ["now make the purple circle red"], seed=2))

@@ -69,9 +69,10 @@ def _text_rows(emb, mask):
     return [e[m.bool()] for e, m in zip(emb, mask)]
 
 
-def _inference_texts(trainer, cases, decomposer, focus="off"):
+def _inference_texts(trainer, cases, decomposer, focus="off", check="off"):
     """What the CogniEdit editor encodes at inference for these cases (decompose on, the same backend)."""
-    editor = CogniEditEditor(trainer.policy.editor, decompose=True, decomposer=decomposer, focus=focus)
+    editor = CogniEditEditor(trainer.policy.editor, decompose=True, decomposer=decomposer, focus=focus,
+                             decompose_check=check)
     images = np.stack([source_image(c) for c in cases])
     editor.edit(images, [c.instruction for c in cases], seed=0, steps=2)
     return editor
@@ -118,8 +119,10 @@ def _serve(server, instructions):
 
 
 def _http(server, *more):
+    # The echo answers are not in the ShapeEdit grammar: the grammar check is off on both sides here (tested on
+    # its own below), so these tests see the model's answer itself.
     return ["decompose.enabled=true", "decompose.backend=openai_http", f"decompose.url={server.url}",
-            "decompose.model=tiny", "decompose.retries=0", *more]
+            "decompose.model=tiny", "decompose.retries=0", "decompose.grammar_check=false", *more]
 
 
 # ------------------------------------------------------------------------------------------------ off by default
@@ -252,7 +255,8 @@ def test_lora_and_learned_focus_trained_on_decompositions_edit_as_the_editor_at_
     files = {"focus": "learned", "focus_weights": out / "focus.safetensors", "focus_strength": 2.0,
              "lora": out / "lora.safetensors"}
     backend = OpenAIHTTPBackend(echo_server.url, "tiny")
-    editor = CogniEditEditor(load_editor(editor_file), decompose=True, decomposer=backend, **files)
+    editor = CogniEditEditor(load_editor(editor_file), decompose=True, decomposer=backend, decompose_check="off",
+                             **files)
     got = final_latent(editor.edit, [c.instruction for c in cases])
     raw = final_latent(CogniEditEditor(load_editor(editor_file), **files).edit, [c.instruction for c in cases])
     assert editor.last_instructions == [_enriched(p) for p in PARAPHRASES]
@@ -281,10 +285,45 @@ def test_a_failing_backend_falls_back_as_at_inference_and_is_counted(editor_file
     assert _metrics(tmp_path / "out")[0]["decompose/fallback"] == 2
     assert trainer.decomposer.counts() == {"used": 0, "fallback": 2}
     assert "2 fell back to the rules" in trainer.decomposer.summary()
-    editor = _inference_texts(trainer, trainer.cases, OpenAIHTTPBackend(url, "m"))
+    editor = _inference_texts(trainer, trainer.cases, OpenAIHTTPBackend(url, "m"), check="on")
     _assert_rollout_text_is_inference_text(trainer, trainer.cases, editor)
     assert not list((tmp_path / "out" / "cache" / "decompose").glob("*.json"))  # failures are not cached
     assert (tmp_path / "out" / "samples" / "step-000001.png").is_file()  # the sample sheet runs with decomposition on
+
+
+class _StagesBackend:
+    """Answers each ShapeEdit case's instruction with its true four stages (stands in for a perfect decomposer)."""
+
+    name, uses_model = "stages", True
+
+    def __init__(self, cases):
+        from cogniedit.shapes.decomposer.stages import stage_text
+
+        self.answers = {c.instruction: stage_text(c.source, c.ops, c.world) for c in cases}
+
+    def identity(self):
+        return {"backend": self.name}
+
+    def generate(self, messages, image, settings):
+        text = json.dumps(messages)
+        return next(a for i, a in sorted(self.answers.items(), key=lambda x: -len(x[0])) if json.dumps(i)[1:-1] in text)
+
+
+def test_rollouts_get_what_the_grammar_checked_editor_gets(editor_file):
+    from cogniedit.shapes.editor import load_editor
+
+    cases = generate_cases(3, 4, phrasing="paraphrase", split="train") + generate_cases(3, 4, phrasing="reasoning",
+                                                                                        split="train")
+    backend = _StagesBackend(cases)
+    decomposer = RolloutDecomposer(backend, DecomposeSettings(), None, 0.5, "stages")
+    editor = CogniEditEditor(load_editor(editor_file), decompose=True, decomposer=backend)
+    editor.edit(np.stack([source_image(c) for c in cases]), [c.instruction for c in cases], seed=0, steps=1)
+    assert [decomposer.instruction(c) for c in cases] == editor.last_instructions
+    assert editor.last_checks[:3] == ["explicit"] * 3  # paraphrases: the rules' rewrite
+    unchecked = RolloutDecomposer(backend, DecomposeSettings(), None, 0.5, "stages", grammar_check=False)
+    from cogniedit.shapes.decomposer.stages import stages
+
+    assert [unchecked.instruction(c) for c in cases] == [stages(c.source, c.ops, c.world)["answer"] for c in cases]
 
 
 def test_a_run_whose_decompositions_mostly_fall_back_stops_with_one_line():

@@ -70,6 +70,7 @@ def check_decomposition(decomposition: Decomposition, instruction: str,
         return decomposition, "answer"
     why = ("the <info> stage is not a scene" if scene is None
            else "the <answer> does not read in the editor's grammar on the described scene")
-    return replace(rules, source="fallback", warnings=[*rules.warnings, f"{why}: the rules' text is used"],
+    # the decomposition's own warnings first: when the backend already failed, they name the cause
+    return replace(rules, source="fallback", warnings=[*decomposition.warnings, f"{why}: the rules' text is used"],
                    raw=decomposition.raw, description=decomposition.description,
                    reasoning=decomposition.reasoning), "fallback"
