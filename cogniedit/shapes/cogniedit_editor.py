@@ -44,8 +44,9 @@ FOCUS_MODES = ("off", "training_free", "learned")
 DEFAULT_FOCUS_KINDS = ("colour", "position", "count")
 LORA_PREFIX = "diffusion_model."
 # Options this module understands (evaluate.py routes the default editor here when one is given).
-OPTION_NAMES = ("decompose", "decomposer", "decompose_check", "focus", "focus_strength", "focus_blocks", "focus_kinds", "focus_start",
-                "focus_end", "focus_reference", "focus_weights", "focus_shape", "focus_mode", "lora", "lora_strength")
+OPTION_NAMES = ("decompose", "decomposer", "decompose_check", "focus", "focus_strength", "focus_blocks", "focus_kinds",
+                "focus_start", "focus_end", "focus_reference", "focus_weights", "focus_shape", "focus_mode", "lora",
+                "lora_strength")
 
 
 # --------------------------------------------------------------------------------------------------- LoRA
