@@ -9,6 +9,14 @@ from .atomic_io import atomic_write
 BLACK = (0, 0, 0)
 
 
+def save_png(path, image) -> None:
+    """A uint8 ``[H, W, 3]`` array (or a PIL image) as a PNG, written atomically."""
+    from PIL import Image
+
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, np.uint8))
+    atomic_write(path, lambda f: picture.save(f, format="PNG"), binary=True)
+
+
 def save_image_grid(path, titles, rows, tile: int) -> None:
     """``rows``: ``[(images, caption, caption_rgb), ...]``, one uint8 ``[H, W, 3]`` image per title; each image
     is scaled to fit a ``tile`` pixel square, its aspect kept (nearest neighbour: pixel-exact sheets of small
@@ -36,4 +44,4 @@ def save_image_grid(path, titles, rows, tile: int) -> None:
         while len(text) > 3 and draw.textlength(text, font=font) > width - 2 * pad:
             text = text[:-4] + "..."
         draw.text((pad, y + tile + 2), text, fill=colour, font=font)
-    atomic_write(path, lambda f: canvas.save(f, format="PNG"), binary=True)
+    save_png(path, canvas)

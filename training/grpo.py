@@ -362,8 +362,8 @@ class Trainer:
         """``samples/attention-step-N.png``: per focus phrase of the first ``log.attention_cases`` cases, where the
         policy's image tokens attend to it without and with focus (training.attention_sheet); None when off or no
         case has a focus phrase. Under FSDP every rank runs the forward, rank 0 writes."""
-        from cogniedit.atomic_io import atomic_write
         from cogniedit.focus.bias import FocusSchedule, parse_blocks
+        from cogniedit.image_grid import save_png
 
         from .attention_sheet import attention_sheet, focus_phrases
 
@@ -379,10 +379,8 @@ class Trainer:
                                 str(lg["attention_blocks"]), FocusSchedule(*map(float, lg["attention_steps"])))
         if sheet is None or self.rank != 0:
             return None
-        from PIL import Image
-
         path = self.out / "samples" / f"attention-step-{step:06d}.png"
-        atomic_write(path, lambda f: Image.fromarray(sheet).save(f, format="PNG"), binary=True)
+        save_png(path, sheet)
         return path
 
     def _save_shapeedit_samples(self, path: Path, cases) -> None:

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..atomic_io import atomic_write
+from ..image_grid import save_png
 from .bias import FocusSchedule, block_active, focus_weights, parse_blocks, row_attention_mass
 
 
@@ -255,10 +255,7 @@ def render_phrase_maps(maps: PhraseMaps, images: Sequence[np.ndarray] | None = N
 
 def save_phrase_maps(path, maps: PhraseMaps, images: Sequence[np.ndarray] | None = None, tile: int = 96) -> None:
     """The ``render_phrase_maps`` sheet as a PNG, written atomically."""
-    from PIL import Image
-
-    sheet = Image.fromarray(render_phrase_maps(maps, images, tile))
-    atomic_write(path, lambda f: sheet.save(f, format="PNG"), binary=True)
+    save_png(path, render_phrase_maps(maps, images, tile))
 
 
 def message_image(text: str, width: int = 320) -> np.ndarray:
