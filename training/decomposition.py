@@ -140,7 +140,9 @@ class RolloutDecomposer:
         self.backend, self.settings, self.backend_name = backend, settings, backend_name
         self.cache = DecompositionCache(max_entries=1, directory=cache_dir) if cache_dir is not None else None
         self.max_fallback_frac = float(max_fallback_frac)
-        self.grammar_check = bool(grammar_check) and backend_name != "rules"
+        from cogniedit.shapes.decomposer.answer_check import checks_answers
+
+        self.grammar_check = bool(grammar_check) and checks_answers(backend)
         self.results: dict = {}
         self.first_fallback = ""
         self.seconds = self._seconds_reported = 0.0  # spent decomposing (in the rollout time of the step)

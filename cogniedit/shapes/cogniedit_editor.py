@@ -131,7 +131,9 @@ class CogniEditEditor:
         self.decomposer = decomposer
         # Check a model's decompositions against the editor's grammar on the scene its <info> describes
         # (decomposer.answer_check); on by default for a model, meaningless for the rules.
-        self.decompose_check = (decomposer != "rules") if decompose_check is None else _as_switch(decompose_check)
+        from .decomposer.answer_check import checks_answers
+
+        self.decompose_check = checks_answers(decomposer) if decompose_check is None else _as_switch(decompose_check)
         self.check_counts: Counter = Counter()
         self.last_checks: list[str] = []
         self.focus = focus

@@ -27,6 +27,14 @@ from ..template_reader import read_template
 CHOICES = ("explicit", "answer", "fallback")
 
 
+def checks_answers(backend) -> bool:
+    """Whether a decomposer's answers are checked by default: a model's are (``uses_model``, as ``decompose`` reads
+    it), the rules' never (they are the check's own fallback)."""
+    if backend is None or isinstance(backend, str):
+        return backend not in (None, "rules")
+    return bool(getattr(backend, "uses_model", True))
+
+
 def scene_from_info(info: str, world: WorldConfig = DEFAULT_WORLD) -> Scene | None:
     """The scene an ``<info>`` text lists ("red circle in the top left corner; ..."), or None when any entry is
     not in that form, names a cell twice or is empty."""
