@@ -19,6 +19,7 @@ from cogniedit.shapes.cases import EditCase, EditOp, apply_ops, touched_cells
 from cogniedit.shapes.decomposer import DEFAULT_FOLDER, read_info
 from cogniedit.shapes.decomposer.folder import prompt_fingerprint
 from cogniedit.shapes.decomposer.scoring import score_decomposition
+from cogniedit.shapes.decomposer.stages import info_text, think_clause
 from cogniedit.shapes.render import render_scene
 from cogniedit.shapes.scene import Scene, ShapeObject
 
@@ -82,8 +83,15 @@ def test_a_reasoning_case_names_the_right_object(backend):
     case = _reasoning_case()
     result = decompose(render_scene(case.source), case.instruction, backend)
     assert result.source == "mllm", result.warnings
-    assert "the red circle in the top left corner becomes blue" in result.reasoning, result.reasoning
+    assert think_clause(case.source, case.ops[0]) in result.reasoning, result.reasoning
     assert score_decomposition(case, result)["correct"], result.enriched_instruction
+
+
+def test_the_shipped_folder_writes_the_stages_of_stages_py(backend):
+    # the weights and the training targets (stages.py) must not drift apart: the scene is listed in today's format
+    case = _reasoning_case()
+    result = decompose(render_scene(case.source), case.instruction, backend)
+    assert result.description == info_text(case.source), result.description
 
 
 def test_without_torchvision_the_backend_builds_the_same_inputs(backend, monkeypatch):
