@@ -9,7 +9,8 @@ checks (weights_file.py). What it adds is the ComfyUI plumbing:
 * ``transformer_options["optimized_attention_override"]`` chained with any override already set;
 * learned mode: ``("dit", "double_block", i)`` replace patches that write the learned soft tokens into the
   text stream and bias that block's attention towards the predicted window, chained with earlier patches;
-* SD-family UNets (InstructPix2Pix, SD1.x/2.x/SDXL): ``attn2`` replace patches (nodes/focus_unet.py).
+* SD-family UNets (InstructPix2Pix, SD1.x/2.x/SDXL): ``attn2`` replace patches (nodes/focus_unet.py);
+* FLUX.2 dev: the Mistral-3 tokenizer read from the connected CLIP (nodes/tekken_clip.py).
 
 Everything goes on a clone. Re-applying (the node twice in a chain) first takes our own patches off, so it
 replaces rather than stacks; an override or block patch someone else set is kept and called through.
@@ -40,6 +41,7 @@ from ..cogniedit.text.tokenizer import load_qwen25_tokenizer
 from .common import FOCUS_PATCH_KEY, TALLY_ATTRIBUTE, capped
 from .focus_maps import draw_maps, maps_inputs
 from .focus_unet import apply_unet_focus, attn2_keys, clip_spans, foreign_blocks, remove_unet_focus
+from .tekken_clip import clip_tekken_tokenizer
 from .types import Directives, FocusWeights
 
 PATCH_KEY = "cogniedit_focus"
@@ -47,16 +49,14 @@ DIFFUSION_MODEL = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
 OUTER_SAMPLE = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
 REPORT_PHRASES, REPORT_SPANS, REPORT_WARNINGS = 12, 3, 8  # the report lists this many, then "... and N more"
 MODES = {"training_free_bias": "bias", "value_scale": "value", "learned": "learned"}
-LAYOUTS = ["auto", "qwen_image", "qwen_image_edit", "flux", "flux2_klein", "longcat", "mage_flow", "sd_clip"]
+LAYOUTS = ["auto", "qwen_image", "qwen_image_edit", "flux", "flux2_klein", "flux2_dev", "longcat", "mage_flow",
+           "sd_clip"]
 LAYOUT_OF_FAMILY = {"qwen_image": "qwen_image_edit", "flux": "flux", "sd_unet": "sd_clip", "longcat": "longcat",
                     "mage_flow": "mage_flow"}
 COMFY_ROOT = Path(comfy.patcher_extension.__file__).resolve().parents[1]
 # FLUX.2's DiT does not say which encoder feeds it; its text width does (3 stacked hidden layers of the encoder)
 FLUX2_ENCODERS = {7680: "klein (Qwen3 4B)", 12288: "klein (Qwen3 8B)", 15360: "dev (Mistral-3 24B)"}
-FLUX2_DEV_REFUSED = ("Token Focus cannot place the phrases on FLUX.2 dev: its Mistral-3 (tekken) tokenizer is stored "
-                     "inside the text-encoder file and ComfyUI ships no tokenizer file for it (comfy/text_encoders/"
-                     "llama_tokenizer has no tokenizer.json), so the token positions cannot be computed; use FLUX.2 "
-                     "klein (Qwen3 encoder), or layout flux2_klein if this FLUX.2 model is fed by a Qwen3 encoder")
+FLUX2_LAYOUTS = ("flux2_klein", "flux2_dev")
 # ComfyUI 0.33 families whose text is not the head of a joint sequence: refused with the reason, not biased wrongly
 UNHANDLED_LAYOUTS = {
     "JoyImage": "puts the text after the image tokens (joint sequence [image | text])",
@@ -107,16 +107,14 @@ def t5_tokenizer():
 
 
 def flux2_layout(model) -> str:
-    """FLUX.2: klein's Qwen3 layout, told from the DiT's text width; dev (Mistral) and unknown widths refused."""
+    """FLUX.2: klein's Qwen3 layout or dev's Mistral-3 one, told from the DiT's text width; unknown widths refused."""
     width = model.model.diffusion_model.txt_in.in_features
     encoder = FLUX2_ENCODERS.get(width)
     if encoder is None:
         raise ValueError(f"this FLUX.2 model's text width is {width}, none of the known encoders' ("
                          f"{', '.join(f'{w} = {name}' for w, name in FLUX2_ENCODERS.items())}); choose layout "
-                         "flux2_klein if it is fed by a Qwen3 encoder")
-    if encoder.startswith("dev"):
-        raise ValueError(FLUX2_DEV_REFUSED)
-    return "flux2_klein"
+                         "flux2_klein if it is fed by a Qwen3 encoder, flux2_dev if by Mistral-3")
+    return "flux2_dev" if encoder.startswith("dev") else "flux2_klein"
 
 
 def resolve_layout(layout: str, family: str, model=None) -> str:
@@ -125,8 +123,10 @@ def resolve_layout(layout: str, family: str, model=None) -> str:
         return flux2_layout(model) if family == "flux2" else LAYOUT_OF_FAMILY[family]
     if family == "qwen_image":
         fits = layout.startswith("qwen_image")
+    elif family == "flux2":
+        fits = layout in FLUX2_LAYOUTS
     else:
-        fits = layout == ("flux2_klein" if family == "flux2" else LAYOUT_OF_FAMILY[family])
+        fits = layout == LAYOUT_OF_FAMILY[family]
     if not fits:
         raise ValueError(f"layout {layout!r} does not fit this model ({family}); choose 'auto'")
     return layout
@@ -172,20 +172,30 @@ def counts_from_end(layout: str) -> bool:
     return layout != "sd_clip" and layout_for(layout).anchor == "end"
 
 
-def focus_tokens(prompt: str, phrases: list[str], layout: str) -> FocusTokens:
+def layout_tokenizer(layout: str, clip=None):
+    """The tokenizer the layout's encoder uses: ComfyUI's T5 files (Flux), FLUX.2 dev's Mistral-3 tekken tokenizer
+    from the CLIP that encodes the prompt, ComfyUI's qwen25_tokenizer files for every other DiT encoder (Qwen2.5-VL,
+    Qwen3, Qwen3-VL); None for the UNets' CLIP, whose ids come from ComfyUI's own tokenizer (focus_unet.py)."""
+    if layout == "sd_clip":
+        return None
+    if layout == "flux":
+        return t5_tokenizer()
+    if layout == "flux2_dev":
+        return clip_tekken_tokenizer(clip, layout_for(layout))
+    return load_qwen25_tokenizer(comfyui_root=COMFY_ROOT)
+
+
+def focus_tokens(prompt: str, phrases: list[str], layout: str, tokenizer=None) -> FocusTokens:
+    """The plan's positions; ``tokenizer``: the layout's (layout_tokenizer), resolved here when not given."""
     if layout == "sd_clip":
         # ComfyUI's CLIP positions; a FocusSpans entry also focuses the conditioning's repeated 77-token copies
         found = clip_spans(prompt, phrases)  # no attention maps on UNets: no phrase entries
         return FocusTokens(found, len(found.positions), span_lines(found.spans), list(found.warnings))
-    if layout == "flux":
-        found = phrase_spans(prompt, phrases, t5_tokenizer(), "flux")
-        whole = phrase_spans(prompt, [prompt], t5_tokenizer(), "flux")
-    else:  # every other encoder tokenizes with ComfyUI's qwen25_tokenizer files (Qwen2.5-VL, Qwen3, Qwen3-VL)
-        tokenizer = load_qwen25_tokenizer(comfyui_root=COMFY_ROOT)
-        # Qwen-Image-Edit counts from the end: its positions are Qwen-Image's, whatever the vision tokens before
-        built = "qwen_image" if layout == "qwen_image_edit" else layout
-        found = phrase_spans(prompt, phrases, tokenizer, built)
-        whole = phrase_spans(prompt, [prompt], tokenizer, built)
+    tokenizer = tokenizer if tokenizer is not None else layout_tokenizer(layout)
+    # Qwen-Image-Edit counts from the end: its positions are Qwen-Image's, whatever the vision tokens before
+    built = "qwen_image" if layout == "qwen_image_edit" else layout
+    found = phrase_spans(prompt, phrases, tokenizer, built)
+    whole = phrase_spans(prompt, [prompt], tokenizer, built)
     from_end = counts_from_end(layout)  # resolved against the text length the DiT receives
     shift = -found.text_len if from_end else 0
     lines = span_lines(found.spans, shift)
@@ -455,12 +465,12 @@ class CogniEditTokenFocus(io.ComfyNode):
             category="CogniEdit/focus",
             description="Token Focus Relocation: patches a clone of the edit model so image tokens attend more to "
             "the focus phrases of the instruction (training-free logit bias or value scaling, or the learned "
-            "relocation from a focus-weights file). Strength 0 returns the model unpatched.",
+            "relocation from a focus-weights file). Strength 0 returns the model unpatched. FLUX.2 dev needs the "
+            "clip input (the CLIP that encodes the prompt: its Mistral-3 tokenizer places the phrases).",
             inputs=[
-                io.Model.Input("model", tooltip="Qwen-Image(-Edit), Mage-Flow(-Edit), Flux (Kontext), FLUX.2 klein, "
-                               "LongCat-Image(-Edit) or an SD-family UNet (InstructPix2Pix, SD1.x/SDXL: "
-                               "cross-attention, training-free modes only). FLUX.2 dev is refused (no Mistral "
-                               "tokenizer file in ComfyUI)."),
+                io.Model.Input("model", tooltip="Qwen-Image(-Edit), Mage-Flow(-Edit), Flux (Kontext), FLUX.2 klein "
+                               "and dev (dev: connect clip), LongCat-Image(-Edit) or an SD-family UNet "
+                               "(InstructPix2Pix, SD1.x/SDXL: cross-attention, training-free modes only)."),
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The exact text you encode (needed to find the tokens). Ignored when "
                                 "directives are connected: their enriched instruction is used."),
@@ -469,8 +479,9 @@ class CogniEditTokenFocus(io.ComfyNode):
                 io.Combo.Input("layout", options=LAYOUTS, default="auto",
                                tooltip="How the prompt sits in the conditioning. auto: from the model (Qwen, "
                                "Mage-Flow, LongCat count tokens from the end of the text the model receives; Flux: T5 "
-                               "order; FLUX.2 klein: its Qwen3 template from the start, encoder told from the text "
-                               "width; SD UNets: CLIP, 77 tokens per chunk)."),
+                               "order; FLUX.2 klein: its Qwen3 template from the start; FLUX.2 dev: its Mistral-3 "
+                               "template from the end (FLUX.2's encoder is told from the text width); SD UNets: CLIP, "
+                               "77 tokens per chunk)."),
                 io.Combo.Input("mode", options=list(MODES), default="training_free_bias",
                                tooltip="training_free_bias: raise the attention logits of the focus tokens; "
                                "value_scale: scale their values; learned: the trained relocation (focus_weights)."),
@@ -493,6 +504,11 @@ class CogniEditTokenFocus(io.ComfyNode):
                 FocusWeights.Input("focus_weights", optional=True,
                                    tooltip="From the CogniEdit Loader; needed for mode learned."),
                 *maps_inputs(),
+                # last: a saved workflow's links keep their input slots
+                io.Clip.Input("clip", optional=True,
+                              tooltip="The CLIP that encodes the prompt. Needed for FLUX.2 dev: its Mistral-3 "
+                              "tokenizer is stored in the text-encoder file and read from this CLIP. Other models "
+                              "ignore it."),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="A patched clone of the model."),
@@ -510,9 +526,9 @@ class CogniEditTokenFocus(io.ComfyNode):
     def execute(cls, model, prompt="", phrases="", layout="auto", mode="training_free_bias", strength=0.0,
                 blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True, directives=None,
                 focus_weights=None, maps_conditioning=None, maps_latent=None, maps_image=None, maps_blocks="all",
-                maps_start_percent=0.0, maps_end_percent=0.5, maps_steps=10) -> io.NodeOutput:
+                maps_start_percent=0.0, maps_end_percent=0.5, maps_steps=10, clip=None) -> io.NodeOutput:
         plan, report = build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_percent,
-                                  end_percent, cond_only, directives, focus_weights)
+                                  end_percent, cond_only, directives, focus_weights, clip)
         patched = apply_plan(model, plan)
         report += describe_skipped(model, plan)
 
@@ -527,11 +543,13 @@ class CogniEditTokenFocus(io.ComfyNode):
 
 
 def build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_percent, end_percent, cond_only,
-               directives=None, focus_weights=None) -> tuple[FocusPlan, str]:
+               directives=None, focus_weights=None, clip=None) -> tuple[FocusPlan, str]:
+    """``clip``: the CLIP that encodes the prompt; read only where the tokenizer lives in it (FLUX.2 dev)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     family = model_family(model)
     layout = resolve_layout(layout, family, model)
+    tokenizer = layout_tokenizer(layout, clip)  # first: a missing clip is named before anything else
     parse_blocks(blocks)  # a bad block spec fails here, with its message, not mid-sampling
     block_warnings = [] if MODES[mode] == "learned" else check_blocks(model, family, blocks)  # learned: the file's
     schedule = FocusSchedule(start_percent, end_percent)
@@ -550,7 +568,7 @@ def build_plan(model, prompt, phrases, layout, mode, strength, blocks, start_per
             raise ValueError("mode 'learned' needs a DiT (Qwen-Image-Edit or Flux Kontext); on an SD-family UNet "
                              "use training_free_bias or value_scale")
         learned, project = learned_module(focus_weights, family, model.model.diffusion_model)
-    tokens = focus_tokens(prompt, phrase_list, layout)
+    tokens = focus_tokens(prompt, phrase_list, layout, tokenizer)
     if learned is not None and tokens.prompt_range is None:
         raise ValueError("the prompt has no tokens in the conditioning; learned focus needs the instruction text")
     plan = FocusPlan(tokens, float(strength), MODES[mode], blocks, schedule, bool(cond_only), learned, project, family)

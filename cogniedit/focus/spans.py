@@ -10,7 +10,7 @@ phrase's characters to the tokens that overlap them. Layouts (see docs/focus.md)
   vision-token counts come from the image sizes, or positions are counted from the END when the real
   conditioning length is known (the ``<|im_end|>\\n<|im_start|>assistant\\n`` suffix is 5 tokens);
 * ``flux`` (T5): position i = token i of the tokenizer's own encoding (EOS appended by the tokenizer);
-* ``flux2_klein``, ``longcat``, ``mage_flow``: see text_layout.py, which builds every layout's tokens.
+* ``flux2_klein``, ``flux2_dev``, ``longcat``, ``mage_flow``: see text_layout.py, which builds every layout's tokens.
 """
 
 from __future__ import annotations

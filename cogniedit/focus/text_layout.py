@@ -16,8 +16,11 @@ Positions are then anchored where the layout is stable:
   is padded in front of it (Qwen-Image's cut head, T5, FLUX.2 klein), so a prompt longer than what was encoded shows
   up as focus tokens outside the text (the run-time tally then says "FOCUS NOT APPLIED").
 
+The tokenizer is the encoder's own: ComfyUI's qwen25_tokenizer files (Qwen2.5-VL, Qwen3, Qwen3-VL), its T5 files,
+or for FLUX.2 dev the Mistral-3 tekken tokenizer stored in the text-encoder file (``cogniedit.text.tekken``).
+
 Read from ComfyUI 0.33: ``comfy/text_encoders/{qwen_image,flux,longcat_image,mage_flow,qwen3vl}.py``,
-``comfy/sd1_clip.py`` (padding), ``comfy/model_base.py`` (``Flux2.extra_conds``).
+``comfy/sd1_clip.py`` (start token, padding), ``comfy/model_base.py`` (``Flux2.extra_conds``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ USER_ID = 872
 NEWLINE_ID = 198
 IMAGE_PAD_ID = 151655
 QWEN_PAD_ID = 151643  # <|endoftext|>: ComfyUI's pad token for its Qwen encoders
+MISTRAL_START_ID = 1  # <s>: ComfyUI's Mistral3Tokenizer puts it before the templated prompt
 
 QWEN_IMAGE_TEMPLATE = (
     "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, quantity, text, "
@@ -53,6 +57,11 @@ MAGE_EDIT_TEMPLATE = (
     "image that meets the user's requirements while maintaining consistency with the original input where "
     "appropriate.<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 )
+# FLUX.2 dev (comfy/text_encoders/flux.py Flux2Tokenizer.llama_template): Mistral-3's system prompt, then [INST]
+FLUX2_DEV_TEMPLATE = (
+    "[SYSTEM_PROMPT]You are an AI that reasons about image descriptions. You give structured responses focusing on "
+    "object relationships, object\nattribution and actions without speculation.[/SYSTEM_PROMPT][INST]{}[/INST]"
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class TextLayout:
     name: str
     encoder: str  # for reports: the encoder and its tokenizer files
     template: str = "{}"  # tokenized as one string (ComfyUI's SDTokenizer does); "{}" = the prompt
+    start_ids: tuple[int, ...] = ()  # put before the template's tokens by the encoder's tokenizer (Mistral's <s>)
     cut_head: bool = False  # ComfyUI's Qwen cut: drop through the 2nd <|im_start|> (+ "user\n")
     cut_tail: bool = False  # LongCat: drop from the last <|im_end|> on
     prompt_apart: tuple[str, str] | None = None  # (prefix, suffix) tokenized apart from the prompt (LongCat)
@@ -82,6 +92,10 @@ LAYOUTS = {
     # applies: counted from the start, a prompt that is not what was encoded shows as tokens outside the text
     "flux2_klein": TextLayout("flux2_klein", "Qwen3 4B/8B (qwen25_tokenizer)", KLEIN_TEMPLATE, pad_to=512,
                               anchor="start"),
+    # dev: start token, no end token, no encoder padding; model_base.Flux2 then left-pads the conditioning to 512,
+    # so the prompt's place is known only from the end (only "[/INST]" follows it)
+    "flux2_dev": TextLayout("flux2_dev", "Mistral-3 24B (tekken, stored in the text-encoder file)", FLUX2_DEV_TEMPLATE,
+                            start_ids=(MISTRAL_START_ID,)),
     "longcat": TextLayout("longcat", "Qwen2.5-VL (qwen25_tokenizer)", cut_head=True, cut_tail=True,
                           prompt_apart=(LONGCAT_PREFIX, LONGCAT_SUFFIX), quoted_chars=True, prompt_pad_to=512),
     "mage_flow": TextLayout("mage_flow", "Qwen3-VL 4B (qwen25_tokenizer)", MAGE_EDIT_TEMPLATE, cut_head=True),
@@ -160,6 +174,7 @@ def encoder_tokens(prompt: str, tokenizer, layout: TextLayout, before: str = "")
         ids, raw = encode(tokenizer, layout.template.format(before + prompt), layout.special_tokens)
         shift, end = len(head), len(head) + len(prompt)
         offs = [(s - shift, e - shift) if shift <= s and e <= end and e > s else (-1, -1) for s, e in raw]
+        ids, offs = list(layout.start_ids) + ids, [(-1, -1)] * len(layout.start_ids) + offs
     if layout.pad_to and len(ids) < layout.pad_to:
         missing = layout.pad_to - len(ids)
         ids, offs = ids + [QWEN_PAD_ID] * missing, offs + [(-1, -1)] * missing

@@ -5,7 +5,8 @@ at each position, reference latents as each family's edit nodes attach them (FLU
 
 Contract: the spans land on the phrase's tokens in the conditioning the DiT actually receives; strength 0 samples
 bit-identically to the unpatched model; the attention mass on the phrase rises with strength; the sampler and guider
-with focus off equal the core graph; FLUX.2 dev and families whose text layout is not handled are refused clearly.
+with focus off equal the core graph; families whose text layout is not handled are refused clearly. FLUX.2 dev (its
+tokenizer read from the CLIP): test_focus_flux2_dev.py.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import torch
 
 from comfy_inprocess import pack_module
 from comfy_inprocess import random_image
-from tiny_families import (TINY_TEXT, encode, tiny_clip, tiny_flux2, tiny_joyimage, tiny_longcat, tiny_mage_flow,
-                           token_ids_of, token_revealing_te)
+from tiny_families import (TINY_TEXT, encode, received_contexts, sample, tiny_clip, tiny_flux2, tiny_joyimage,
+                           tiny_longcat, tiny_mage_flow, token_ids_of, token_revealing_te)
 
 pytestmark = pytest.mark.host
 
@@ -62,30 +63,11 @@ def families(comfy):
     return out
 
 
-def sample(comfy, model, case, cfg=2.0, steps=3):
-    return comfy.nodes.KSampler().sample(model, 7, steps, cfg, "euler", "simple", case.positive, case.negative,
-                                         case.latent)[0]["samples"]
-
-
 def run_node(focus, model, case, **kwargs):
     settings = dict(prompt=PROMPT, phrases=PHRASES, layout=case.layout, mode="training_free_bias", strength=3.0,
                     blocks="all", start_percent=0.0, end_percent=1.0, cond_only=True)
     settings.update(kwargs)
     return focus.CogniEditTokenFocus.execute(model, **settings).args[:3]  # [3]: the attention maps
-
-
-def received_contexts(comfy, model, case):
-    """The text conditioning each DiT forward received while sampling (a test wrapper on a clone)."""
-    seen = []
-    probe = model.clone()
-
-    def record(executor, *args, **kwargs):
-        seen.append(args[2] if len(args) > 2 else kwargs["context"])
-        return executor(*args, **kwargs)
-
-    probe.add_wrapper_with_key(comfy.comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_record", record)
-    sample(comfy, probe, case, cfg=1.0, steps=1)  # cfg 1: the cond pass alone
-    return seen
 
 
 @pytest.mark.parametrize("family,with_image", [("flux2_klein", False), ("longcat", False), ("longcat", True),
@@ -168,12 +150,13 @@ def test_sampler_and_guider_with_focus_off_equal_the_core_graph(comfy, focus, fa
     assert torch.equal(run(guider), run(ncs.CFGGuider.execute(focused, case.positive, case.negative, 2.0).args[0]))
 
 
-def test_flux2_encoder_is_told_from_the_text_width_and_dev_is_refused(comfy, focus):
+def test_flux2_encoder_is_told_from_the_text_width(comfy, focus):
+    """klein's widths give its Qwen3 layout; dev's gives flux2_dev, which needs the CLIP (test_focus_flux2_dev.py)."""
     klein = tiny_flux2(comfy, text_width=7680)
     plan, report = focus.build_plan(klein, PROMPT, PHRASES, "auto", "training_free_bias", 1.0, "all", 0.0, 1.0, True)
     assert "layout: flux2_klein" in report and plan.tokens.count > 0
     dev = tiny_flux2(comfy, text_width=15360)
-    with pytest.raises(ValueError, match="FLUX.2 dev: its Mistral-3 .tekken. tokenizer .* no tokenizer file"):
+    with pytest.raises(ValueError, match="FLUX.2 dev needs its clip input: connect the CLIP that encodes the prompt"):
         focus.build_plan(dev, PROMPT, PHRASES, "auto", "training_free_bias", 1.0, "all", 0.0, 1.0, True)
     odd = tiny_flux2(comfy, text_width=3 * TINY_TEXT)
     with pytest.raises(ValueError, match="text width is 48, none of the known encoders.*choose layout flux2_klein"):

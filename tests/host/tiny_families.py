@@ -3,6 +3,8 @@ which token sits at each conditioning position (for the host tests and bench/ben
 
 * ``tiny_flux2``: a FLUX.2 DiT (hidden 128 = one 128-wide head, 1 double + 1 single block) through ComfyUI's real
   detection and loader; ``text_width`` 7680 is klein 4B's (3 stacked Qwen3-4B layers), 15360 dev's (Mistral-3);
+* ``tiny_flux2_dev_clip``: FLUX.2 dev's text encoder as a real ``comfy.sd.CLIP`` (Flux2Tokenizer with a tekken blob,
+  Mistral3_24BModel tiny and token-revealing);
 * ``tiny_longcat``: LongCat-Image (the Flux DiT with LongCat's config class), narrow text width;
 * ``tiny_mage_flow``: Mage-Flow (its own transformer with Qwen-Image blocks), narrow;
 * ``token_revealing_te``: one of ComfyUI's text-encoder classes (Flux2 klein, LongCat, Mage-Flow: their real
@@ -18,6 +20,7 @@ from comfy_inprocess import random_state_dict
 
 TINY_TEXT = 16  # the tiny encoders' hidden size
 KLEIN_WIDTH = 7680
+DEV_WIDTH = 15360  # FLUX.2 dev: 3 stacked Mistral-3 24B layers of 5120
 LONGCAT_WIDTH = 3584  # Qwen2.5-VL-7B's hidden size
 T5_WIDTH, T5_TOKENS = 4096, 256  # Flux's T5-XXL: hidden size, and the length ComfyUI pads its tokens to (min_length)
 CLIP_L_WIDTH = 768  # Flux's pooled CLIP-L output (vector_in)
@@ -139,13 +142,41 @@ def token_revealing_te(comfy, family: str):
         else:
             options = {"qwen3vl_4b_class": tiny_clip}
             tokenizer, te = mage_te.MageFlowTokenizer(), mage_te.MageFlowTEModel(model_options=options)
+    reveal_tokens(te)
+    te.tiny_options = options  # what builds the same encoder again (tiny_clip)
+    return tokenizer, te.eval()
+
+
+def reveal_tokens(te) -> None:
+    """Random weights with zero attention and MLP outputs: each layer adds nothing, so every hidden state (and each
+    stacked layer's output) is its token's embedding."""
     state = random_state_dict(te, seed=3, std=1.0)
     for key in state:
         if key.endswith(("o_proj.weight", "down_proj.weight")):
-            state[key].zero_()  # each layer adds nothing: every hidden state is its token's embedding
+            state[key].zero_()
     te.load_state_dict(state)
-    te.tiny_options = options  # what builds the same encoder again (tiny_clip)
-    return tokenizer, te.eval()
+
+
+def tiny_flux2_dev_clip(comfy, tekken_blob: bytes):
+    """FLUX.2 dev's text encoder as ComfyUI's loader builds it: ``comfy.sd.CLIP`` around ``Flux2Tokenizer`` (the
+    blob in ``tokenizer_data["tekken_model"]``, a uint8 tensor as read from the text-encoder file) and ``flux2_te``'s
+    Mistral3_24BModel on a tiny config (layers 10, 20, 30 stacked: 31 layers), token-revealing. Its conditioning is
+    ``3 * TINY_TEXT`` wide: ``dev_width`` pads it to the DiT's 15360."""
+    import comfy.supported_models_base
+    import comfy.text_encoders.flux as flux_te
+
+    options = {"mistral3_24b_model_config": dict(TINY_LLAMA, num_hidden_layers=31), "dtype": torch.float32}
+    target = comfy.supported_models_base.ClipTarget(flux_te.Flux2Tokenizer, flux_te.flux2_te())
+    tekken = torch.frombuffer(bytearray(tekken_blob), dtype=torch.uint8)
+    clip = comfy.sd.CLIP(target=target, tokenizer_data={"tekken_model": tekken}, model_options=options)
+    reveal_tokens(clip.cond_stage_model)
+    clip.cond_stage_model.eval()
+    return clip
+
+
+def dev_width(conditioning, width: int = DEV_WIDTH):
+    """A tiny dev conditioning zero-padded in its features to the DiT's text width (positions untouched)."""
+    return [[torch.nn.functional.pad(c, (0, width - c.shape[-1])), dict(o)] for c, o in conditioning]
 
 
 def encode(tokenizer, te, text: str, **tokenize_options):
@@ -164,6 +195,26 @@ def token_ids_of(te, context: torch.Tensor) -> list[int | None]:
     unit = torch.nn.functional.normalize
     ids = (unit(rows, dim=-1) @ unit(embed, dim=-1).T).argmax(-1).tolist()
     return [None if bool((row == 0).all()) else i for row, i in zip(rows, ids)]
+
+
+def sample(comfy, model, case, cfg=2.0, steps=3):
+    """KSampler latent of ``case`` (namespace: positive, negative, latent), seed 7, euler/simple."""
+    return comfy.nodes.KSampler().sample(model, 7, steps, cfg, "euler", "simple", case.positive, case.negative,
+                                         case.latent)[0]["samples"]
+
+
+def received_contexts(comfy, model, case):
+    """The text conditioning each DiT forward received while sampling (a test wrapper on a clone)."""
+    seen = []
+    probe = model.clone()
+
+    def record(executor, *args, **kwargs):
+        seen.append(args[2] if len(args) > 2 else kwargs["context"])
+        return executor(*args, **kwargs)
+
+    probe.add_wrapper_with_key(comfy.comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_record", record)
+    sample(comfy, probe, case, cfg=1.0, steps=1)  # cfg 1: the cond pass alone
+    return seen
 
 
 def tiny_joyimage(comfy, seed: int = 0):
