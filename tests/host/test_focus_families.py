@@ -18,8 +18,9 @@ import torch
 
 from comfy_inprocess import pack_module
 from comfy_inprocess import random_image
-from tiny_families import (TINY_TEXT, encode, received_contexts, sample, tiny_clip, tiny_flux2, tiny_joyimage,
-                           tiny_longcat, tiny_mage_flow, token_ids_of, token_revealing_te)
+from tiny_families import (TINY_TEXT, assert_focus_off_sampling_is_the_core_graph, encode, received_contexts, sample,
+                           tiny_clip, tiny_flux2, tiny_joyimage, tiny_longcat, tiny_mage_flow, token_ids_of,
+                           token_revealing_te)
 
 pytestmark = pytest.mark.host
 
@@ -125,29 +126,11 @@ def test_strength_zero_is_bit_identical_and_strength_raises_the_mass(comfy, focu
 def test_sampler_and_guider_with_focus_off_equal_the_core_graph(comfy, focus, families, family):
     """CogniEdit Sampler (source as a LATENT; the references the edit nodes attached are kept, none added) and the
     Guider with Token Focus at strength 0 in the directives = KSampler / CFGGuider on the same conditioning."""
-    sampler = pack_module("nodes.sampler")
     case = families[family]
-    _, _, directives = run_node(focus, case.model, case, strength=0.0)
-    source = {"samples": case.positive[0][1]["reference_latents"][0]}
-    ours, report = sampler.CogniEditSampler.execute(case.model, case.positive, case.negative, 5, 3, 2.0, 1.0, 0.0,
-                                                    source_latent=source, directives=directives).args
-    assert "positive already there; negative already there" in report, report
-    (expected,) = comfy.nodes.KSampler().sample(case.model, 5, 3, 2.0, "euler", "simple", case.positive,
-                                                case.negative, source)
-    assert torch.equal(ours["samples"], expected["samples"])
-
-    ncs = comfy.ncs
-
-    def run(guider):
-        return ncs.SamplerCustomAdvanced.execute(
-            ncs.RandomNoise.execute(3).args[0], guider, ncs.KSamplerSelect.execute("euler").args[0],
-            ncs.BasicScheduler.execute(case.model, "simple", 2, 1.0).args[0], case.latent).args[0]["samples"]
-
-    guider = sampler.CogniEditGuider.execute(case.model, case.positive, case.negative, 2.0, directives).args[0]
-    assert torch.equal(run(guider), run(ncs.CFGGuider.execute(case.model, case.positive, case.negative, 2.0).args[0]))
+    _, _, off = run_node(focus, case.model, case, strength=0.0)
     focused, _, on = run_node(focus, case.model, case)
-    guider = sampler.CogniEditGuider.execute(case.model, case.positive, case.negative, 2.0, on).args[0]
-    assert torch.equal(run(guider), run(ncs.CFGGuider.execute(focused, case.positive, case.negative, 2.0).args[0]))
+    assert_focus_off_sampling_is_the_core_graph(comfy, pack_module("nodes.sampler"), case.model, case, off, focused,
+                                                on)
 
 
 def test_flux2_encoder_is_told_from_the_text_width(comfy, focus):

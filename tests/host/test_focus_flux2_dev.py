@@ -21,8 +21,8 @@ import torch
 
 from comfy_inprocess import pack_module
 from tests.fixtures.tekken_blob import tekken_test_blob
-from tiny_families import (DEV_WIDTH, dev_width, received_contexts, sample, tiny_clip, tiny_flux2, tiny_flux2_dev_clip,
-                           token_ids_of)
+from tiny_families import (DEV_WIDTH, assert_focus_off_sampling_is_the_core_graph, dev_width, received_contexts, sample,
+                           tiny_clip, tiny_flux2, tiny_flux2_dev_clip, token_ids_of)
 
 pytestmark = pytest.mark.host
 
@@ -126,28 +126,9 @@ def test_strength_zero_is_bit_identical_and_strength_raises_the_mass(comfy, focu
 def test_sampler_and_guider_with_focus_off_equal_the_core_graph(comfy, focus, dev):
     """CogniEdit Sampler (source as a LATENT, the ReferenceLatent references kept) and Guider with Token Focus at
     strength 0 in the directives = KSampler / CFGGuider on the same conditioning; focus on = the focused MODEL."""
-    sampler = pack_module("nodes.sampler")
-    _, _, directives = run_node(focus, dev, strength=0.0)
-    source = {"samples": dev.positive[0][1]["reference_latents"][0]}
-    ours, report = sampler.CogniEditSampler.execute(dev.model, dev.positive, dev.negative, 5, 3, 2.0, 1.0, 0.0,
-                                                    source_latent=source, directives=directives).args
-    assert "positive already there; negative already there" in report, report
-    (expected,) = comfy.nodes.KSampler().sample(dev.model, 5, 3, 2.0, "euler", "simple", dev.positive, dev.negative,
-                                                source)
-    assert torch.equal(ours["samples"], expected["samples"])
-
-    ncs = comfy.ncs
-
-    def run(guider):
-        return ncs.SamplerCustomAdvanced.execute(
-            ncs.RandomNoise.execute(3).args[0], guider, ncs.KSamplerSelect.execute("euler").args[0],
-            ncs.BasicScheduler.execute(dev.model, "simple", 2, 1.0).args[0], dev.latent).args[0]["samples"]
-
-    guider = sampler.CogniEditGuider.execute(dev.model, dev.positive, dev.negative, 2.0, directives).args[0]
-    assert torch.equal(run(guider), run(ncs.CFGGuider.execute(dev.model, dev.positive, dev.negative, 2.0).args[0]))
+    _, _, off = run_node(focus, dev, strength=0.0)
     focused, _, on = run_node(focus, dev)
-    guider = sampler.CogniEditGuider.execute(dev.model, dev.positive, dev.negative, 2.0, on).args[0]
-    assert torch.equal(run(guider), run(ncs.CFGGuider.execute(focused, dev.positive, dev.negative, 2.0).args[0]))
+    assert_focus_off_sampling_is_the_core_graph(comfy, pack_module("nodes.sampler"), dev.model, dev, off, focused, on)
 
 
 def test_dev_names_the_clip_to_connect(comfy, focus, dev):

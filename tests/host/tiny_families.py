@@ -217,6 +217,30 @@ def received_contexts(comfy, model, case):
     return seen
 
 
+def assert_focus_off_sampling_is_the_core_graph(comfy, sampler, model, case, off, focused, on):
+    """CogniEdit Sampler (source as a LATENT: the references the edit nodes attached are kept, none added) and
+    Guider with ``off`` (directives of Token Focus at strength 0) = KSampler / CFGGuider on the same conditioning;
+    the Guider with ``on`` = CFGGuider on ``focused``, the focused MODEL. ``case``: positive, negative, latent."""
+    source = {"samples": case.positive[0][1]["reference_latents"][0]}
+    ours, report = sampler.CogniEditSampler.execute(model, case.positive, case.negative, 5, 3, 2.0, 1.0, 0.0,
+                                                    source_latent=source, directives=off).args
+    assert "positive already there; negative already there" in report, report
+    (expected,) = comfy.nodes.KSampler().sample(model, 5, 3, 2.0, "euler", "simple", case.positive, case.negative,
+                                                source)
+    assert torch.equal(ours["samples"], expected["samples"])
+    ncs = comfy.ncs
+
+    def run(guider):
+        return ncs.SamplerCustomAdvanced.execute(
+            ncs.RandomNoise.execute(3).args[0], guider, ncs.KSamplerSelect.execute("euler").args[0],
+            ncs.BasicScheduler.execute(model, "simple", 2, 1.0).args[0], case.latent).args[0]["samples"]
+
+    for directives, core_model in ((off, model), (on, focused)):
+        guider = sampler.CogniEditGuider.execute(model, case.positive, case.negative, 2.0, directives).args[0]
+        core = ncs.CFGGuider.execute(core_model, case.positive, case.negative, 2.0).args[0]
+        assert torch.equal(run(guider), run(core))
+
+
 def tiny_joyimage(comfy, seed: int = 0):
     """JoyImage (text after the image in its joint sequence): for the refusal."""
     from comfy.ldm.joyimage.model import JoyImageTransformer3DModel
