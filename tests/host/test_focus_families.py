@@ -18,9 +18,9 @@ import torch
 
 from comfy_inprocess import pack_module
 from comfy_inprocess import random_image
-from tiny_families import (TINY_TEXT, assert_focus_off_sampling_is_the_core_graph, encode, received_contexts, sample,
-                           tiny_clip, tiny_flux2, tiny_joyimage, tiny_longcat, tiny_mage_flow, token_ids_of,
-                           token_revealing_te)
+from tiny_families import (TINY_TEXT, assert_focus_off_sampling_is_the_core_graph, encode, first_step_phrase_mass,
+                           received_contexts, sample, tiny_clip, tiny_flux2, tiny_joyimage, tiny_longcat,
+                           tiny_mage_flow, token_ids_of, token_revealing_te)
 
 pytestmark = pytest.mark.host
 
@@ -103,7 +103,6 @@ def test_spans_land_on_the_phrase_in_what_the_model_receives(comfy, focus, famil
 
 @pytest.mark.parametrize("family", ["flux2_klein", "longcat", "mage_flow"])
 def test_strength_zero_is_bit_identical_and_strength_raises_the_mass(comfy, focus, families, family):
-    core = pack_module("cogniedit.focus.override")
     case = families[family]
     base = sample(comfy, case.model, case)
     off, report, _ = run_node(focus, case.model, case, strength=0.0)
@@ -114,11 +113,7 @@ def test_strength_zero_is_bit_identical_and_strength_raises_the_mass(comfy, focu
     for strength in (0.0, 3.0):
         plan, _ = focus.build_plan(case.model, PROMPT, PHRASES, case.layout, "training_free_bias", strength, "all",
                                    0.0, 1.0, True)
-        probe = core.FocusProbe()
-        sample(comfy, focus.apply_plan(case.model, plan, probe), case)
-        first = probe.records[0]["sigma"]
-        values = [m for r in probe.records if r["sigma"] == first for m in r["mass"]]
-        masses[strength] = sum(values) / len(values)
+        masses[strength] = first_step_phrase_mass(comfy, focus, case.model, case, plan)
     assert masses[3.0] > 1.5 * masses[0.0], masses
 
 

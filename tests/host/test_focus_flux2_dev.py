@@ -21,8 +21,8 @@ import torch
 
 from comfy_inprocess import pack_module
 from tests.fixtures.tekken_blob import tekken_test_blob
-from tiny_families import (DEV_WIDTH, assert_focus_off_sampling_is_the_core_graph, dev_width, received_contexts, sample,
-                           tiny_clip, tiny_flux2, tiny_flux2_dev_clip, token_ids_of)
+from tiny_families import (DEV_WIDTH, assert_focus_off_sampling_is_the_core_graph, dev_width, first_step_phrase_mass,
+                           received_contexts, sample, tiny_clip, tiny_flux2, tiny_flux2_dev_clip, token_ids_of)
 
 pytestmark = pytest.mark.host
 
@@ -105,7 +105,6 @@ def test_spans_land_on_the_phrase_in_what_the_model_receives(comfy, focus, dev, 
 
 
 def test_strength_zero_is_bit_identical_and_strength_raises_the_mass(comfy, focus, dev):
-    core = pack_module("cogniedit.focus.override")
     base = sample(comfy, dev.model, dev)
     off, report, _ = run_node(focus, dev, strength=0.0)
     assert torch.equal(sample(comfy, off, dev), base) and "returned unpatched" in report
@@ -115,11 +114,7 @@ def test_strength_zero_is_bit_identical_and_strength_raises_the_mass(comfy, focu
     for strength in (0.0, 3.0):
         plan, _ = focus.build_plan(dev.model, PROMPT, PHRASES, "auto", "training_free_bias", strength, "all", 0.0,
                                    1.0, True, clip=dev.clip)
-        probe = core.FocusProbe()
-        sample(comfy, focus.apply_plan(dev.model, plan, probe), dev)
-        first = probe.records[0]["sigma"]
-        values = [m for r in probe.records if r["sigma"] == first for m in r["mass"]]
-        masses[strength] = sum(values) / len(values)
+        masses[strength] = first_step_phrase_mass(comfy, focus, dev.model, dev, plan)
     assert masses[3.0] > 1.5 * masses[0.0], masses
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from comfy_inprocess import random_state_dict
+from comfy_inprocess import pack_module, random_state_dict
 
 TINY_TEXT = 16  # the tiny encoders' hidden size
 KLEIN_WIDTH = 7680
@@ -215,6 +215,16 @@ def received_contexts(comfy, model, case):
     probe.add_wrapper_with_key(comfy.comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "test_record", record)
     sample(comfy, probe, case, cfg=1.0, steps=1)  # cfg 1: the cond pass alone
     return seen
+
+
+def first_step_phrase_mass(comfy, focus, model, case, plan) -> float:
+    """Mean attention mass of the image tokens on the plan's phrase tokens at the first sampling step, as the
+    pack's FocusProbe records it on the plan's patched clone of ``model``."""
+    probe = pack_module("cogniedit.focus.override").FocusProbe()
+    sample(comfy, focus.apply_plan(model, plan, probe), case)
+    first = probe.records[0]["sigma"]
+    values = [m for r in probe.records if r["sigma"] == first for m in r["mass"]]
+    return sum(values) / len(values)
 
 
 def assert_focus_off_sampling_is_the_core_graph(comfy, sampler, model, case, off, focused, on):
