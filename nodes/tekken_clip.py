@@ -23,14 +23,9 @@ def tekken_blob(clip) -> bytes:
     """The tekken JSON of ``clip``'s tokenizer as bytes; a clear error when there is none."""
     if clip is None:
         raise ValueError(NEEDS_CLIP)
-    tokenizer = getattr(clip, "tokenizer", None)
-    blob = None
-    state = getattr(tokenizer, "state_dict", None)
-    if callable(state):
-        blob = (state() or {}).get("tekken_model")
-    if blob is None:  # a wrapper whose state_dict does not pass it on: its sub-tokenizers hold it
-        blob = next((t.tekken_data for t in vars(tokenizer).values() if getattr(t, "tekken_data", None) is not None),
-                    None) if tokenizer is not None else None
+    # comfy.sd1_clip.SD1Tokenizer.state_dict passes on its Mistral3Tokenizer's {"tekken_model": ...}
+    state = getattr(getattr(clip, "tokenizer", None), "state_dict", None)
+    blob = (state() or {}).get("tekken_model") if callable(state) else None
     if blob is None:
         raise ValueError(NOT_MISTRAL)
     if torch.is_tensor(blob):  # as read from the safetensors file: a uint8 tensor

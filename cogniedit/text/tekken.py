@@ -57,19 +57,6 @@ def tekken_tokenizer(blob):
     return tokenizer
 
 
-def _byte_level_alphabet() -> dict[int, str]:
-    """GPT-2's byte -> printable character map (what byte-level BPE vocabularies are written in)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = printable[:], 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars)))
-
-
 def tekken_vocabulary(data: bytes) -> tuple[dict[str, int], list[tuple[str, str]], dict[str, int]]:
     """(vocab: byte-level string -> id, merges in priority order, special token string -> id), by ComfyUI's rules."""
     try:
@@ -81,10 +68,15 @@ def tekken_vocabulary(data: bytes) -> tuple[dict[str, int], list[tuple[str, str]
     if "special_tokens" not in tekken:  # ComfyUI fails on such a file too (KeyError 'special_tokens')
         raise TekkenError("this tekken blob has no special_tokens list (an old v3 file); ComfyUI 0.33 cannot "
                           "tokenize with it either")
-    alphabet = _byte_level_alphabet()
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    alphabet = bytes_to_unicode()  # GPT-2's byte -> printable character map, what byte-level BPE vocabularies use
 
     def byte_level(token: bytes) -> str:
         return "".join(alphabet[b] for b in token)
+
+    def special_name(token) -> str:
+        return token.decode("utf-8", errors="replace") if isinstance(token, bytes) else token
 
     kept = vocab_size - offset
     ordinary = {base64.b64decode(t["token_bytes"]): t["rank"] + offset for t in vocab if t["rank"] < kept}
@@ -94,7 +86,7 @@ def tekken_vocabulary(data: bytes) -> tuple[dict[str, int], list[tuple[str, str]
     strings, triples = {}, []
     for token, rank in ranks.items():
         if token in specials:
-            strings[token.decode("utf-8", errors="replace") if isinstance(token, bytes) else token] = rank
+            strings[special_name(token)] = rank
             continue
         strings[byte_level(token)] = rank
         splits = [(token[:i], token[i:]) for i in range(1, len(token))
@@ -102,11 +94,7 @@ def tekken_vocabulary(data: bytes) -> tuple[dict[str, int], list[tuple[str, str]
         triples += sorted(((a, b, rank) for a, b in splits), key=lambda t: (ranks[t[0]], ranks[t[1]]))
     triples.sort(key=lambda t: t[2])  # stable: within one merged token the parts' order above stays
     merges = list(dict.fromkeys((byte_level(a), byte_level(b)) for a, b, _ in triples))
-    special_ids = {}
-    for token in specials:
-        name = token.decode("utf-8", errors="replace") if isinstance(token, bytes) else token
-        if name in strings:
-            special_ids[name] = strings[name]
+    special_ids = {special_name(token): strings[special_name(token)] for token in specials}  # each one is in strings
     return strings, merges, special_ids
 
 
