@@ -1,7 +1,8 @@
 """Where training and check cases come from: ``cases.generate_cases`` in each phrasing and wording split.
 
-``case_source(phrasing, split)`` returns ``fn(n, seed) -> cases``. ``mixed`` interleaves the phrasings the
-installed ``generate_cases`` offers (template, paraphrase, reasoning), so a batch holds all of them. Training
+``case_source(phrasing, split, weights)`` returns ``fn(n, seed) -> cases``. ``mixed`` interleaves the phrasings
+the installed ``generate_cases`` offers (template, paraphrase, reasoning), so a batch holds all of them, each in
+proportion to its weight (``parse_mix("template=1,paraphrase=1,reasoning=2")``; equal weights when none is given). Training
 uses the ``train`` wording split, checks the ``eval`` split (docs/shapeedit.md says which verbs and frames each
 holds); a ``generate_cases`` without phrasings offers the template only.
 """
@@ -36,14 +37,33 @@ def _one(phrasing: str, split: str):
     return lambda n, seed: generate_cases(n, seed, **kwargs)
 
 
-def case_source(phrasing: str = "mixed", split: str = "train"):
+def parse_mix(text: str) -> dict[str, int]:
+    """``"template=1,paraphrase=1,reasoning=2"`` -> {phrasing: weight}; a phrasing left out weighs 0."""
+    weights = {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        name, _, value = item.partition("=")
+        if name not in PHRASINGS or not value.isdigit():
+            raise ValueError(f"mix entry {item!r}: write phrasing=weight (phrasings: {', '.join(PHRASINGS)}; "
+                             "whole-number weights), e.g. template=1,paraphrase=1,reasoning=2")
+        weights[name] = int(value)
+    if not any(weights.values()):
+        raise ValueError(f"mix {text!r} gives every phrasing weight 0")
+    return weights
+
+
+def case_source(phrasing: str = "mixed", split: str = "train", weights: dict[str, int] | None = None):
     if phrasing != "mixed":
         return _one(phrasing, split)
-    sources = [_one(p, split) for p in available_phrasings()]
+    names = available_phrasings()
+    weights = {p: 1 for p in names} if weights is None else weights
+    # which phrasing each batch position holds: a repeating pattern, round robin over the phrasings with weight
+    # left (1:1:2 gives template, paraphrase, reasoning, reasoning)
+    pattern = [i for r in range(max(weights.values())) for i, p in enumerate(names) if weights.get(p, 0) > r]
+    sources = [_one(p, split) for p in names]
 
     def mixed(n: int, seed: int):
-        k = len(sources)
-        parts = [src(len(range(i, n, k)), seed * 7 + i) for i, src in enumerate(sources)]
-        return [parts[i % k][i // k] for i in range(n)]
+        slots = [pattern[i % len(pattern)] for i in range(n)]
+        parts = [iter(src(slots.count(i), seed * 7 + i)) for i, src in enumerate(sources)]
+        return [next(parts[slot]) for slot in slots]
 
     return mixed

@@ -29,13 +29,13 @@ from . import data as D
 from .config import DecomposerDims, build_processor, load_tokenizer, new_model, write_tokenizer
 from .folder import DEFAULT_FOLDER, save_folder
 from .model import CellProbe, batch_loss, export_model, to_training_model
-from .phrasings import PHRASINGS, available_phrasings, case_source
+from .phrasings import PHRASINGS, available_phrasings, case_source, parse_mix
 
 # weight_from: the stage from which answer tokens weigh answer_weight (the <info> scene list is learnt early and
 # is then nearly free; the errors are in <think>, where the instruction is grounded on the scene).
 DEFAULTS = dict(steps=8000, batch=24, lr=3e-3, warmup=30, seed=0, ckpt_every=50, check_every=1000,
                 check_cases=24, dropout=0.08, answer_weight=2.0, weight_from="think", probe_weight=1.0,
-                vocab_cases=1500)
+                vocab_cases=1500, mix="template=1,paraphrase=1,reasoning=2")
 STATE_FORMAT = "cogniedit.shapes.decomposer.train_state"
 CHECK_SEED = 777_777  # held-out cases of the in-training check (training seeds start at data.TRAIN_SEED_BASE)
 
@@ -112,7 +112,7 @@ def train(out=DEFAULT_FOLDER, state_path=None, steps=DEFAULTS["steps"], batch=DE
           check_every=DEFAULTS["check_every"], check_cases=DEFAULTS["check_cases"], dropout=DEFAULTS["dropout"],
           answer_weight=DEFAULTS["answer_weight"], weight_from=DEFAULTS["weight_from"],
           probe_weight=DEFAULTS["probe_weight"],
-          vocab_cases=DEFAULTS["vocab_cases"], phrasing="mixed",
+          vocab_cases=DEFAULTS["vocab_cases"], phrasing="mixed", mix=DEFAULTS["mix"],
           dims: DecomposerDims = DecomposerDims(), threads: int = 1, fresh: bool = False, stop_after=None,
           max_minutes=None, command: str = "", log=print, progress: bool = True, system_turn: bool = False):
     """Returns the training-side model. ``stop_after``: stop (with a state checkpoint) after this many steps of
@@ -123,10 +123,10 @@ def train(out=DEFAULT_FOLDER, state_path=None, steps=DEFAULTS["steps"], batch=DE
     workdir = state_path.parent / (state_path.stem + "_work")
     processor = _processor(workdir, system_turn)
     encoder = D.Encoder(processor)
-    source = case_source(phrasing, split="train")
-    mix = available_phrasings() if phrasing == "mixed" else (phrasing,)
+    source = case_source(phrasing, split="train", weights=parse_mix(mix))
+    phrasings = available_phrasings() if phrasing == "mixed" else (phrasing,)
 
-    meta = {"dims": dims.to_json(), "phrasing": phrasing, "seed": seed, "steps": steps, "batch": batch,
+    meta = {"dims": dims.to_json(), "phrasing": phrasing, "mix": mix, "seed": seed, "steps": steps, "batch": batch,
             "command": command, "lr": lr, "dropout": dropout, "answer_weight": answer_weight,
             "weight_from": weight_from,
             "system_turn": system_turn, "probe_weight": probe_weight}
@@ -139,7 +139,7 @@ def train(out=DEFAULT_FOLDER, state_path=None, steps=DEFAULTS["steps"], batch=DE
                              "rerun that command to resume it, or pass --fresh to start over")
         vocab = resumed[0]["model.language_model.embed_tokens.vocab"]
     else:
-        vocab = D.vocabulary(encoder, [c for p in mix for c in case_source(p, split="train")(vocab_cases, D.TRAIN_SEED_BASE - 1 - seed)])
+        vocab = D.vocabulary(encoder, [c for p in phrasings for c in case_source(p, split="train")(vocab_cases, D.TRAIN_SEED_BASE - 1 - seed)])
     model = to_training_model(new_model(dims, seed), vocab, seed)
     from ..scene import DEFAULT_WORLD
 
@@ -198,7 +198,7 @@ def train(out=DEFAULT_FOLDER, state_path=None, steps=DEFAULTS["steps"], batch=DE
             save_state(state_path, model, opt, step, meta)
         if check_every and (step % check_every == 0 or step == steps) and check_cases:
             model.eval()
-            checks = {"step": step, **check(model, processor, mix, check_cases)}
+            checks = {"step": step, **check(model, processor, phrasings, check_cases)}
             model.train()
             log(f"check at step {step}: " + json.dumps(checks))
             export(step, final=step == steps)
@@ -221,6 +221,7 @@ def main(argv=None):
     for key, value in DEFAULTS.items():
         p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
     p.add_argument("--phrasing", default="mixed", choices=("mixed",) + PHRASINGS)
+    # --mix (from DEFAULTS): the share of each phrasing in a mixed batch, e.g. template=1,paraphrase=1,reasoning=2
     p.add_argument("--layers", type=int, default=DecomposerDims.layers)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true", help="ignore an existing training state and start over")
