@@ -127,3 +127,29 @@ def test_dropout_only_touches_the_instruction(encoder):
         a, z = s.instruction_span
         assert row[a:z] == [encoder.unknown_id] * (z - a)
         assert row[:a] == s.suffix[:a] and row[z:] == s.suffix[z:]
+
+
+def test_the_mix_sets_each_phrasings_share_of_a_batch():
+    from cogniedit.shapes.decomposer.phrasings import case_source, parse_mix
+
+    # equal weights: each phrasing's cases drawn with seed * 7 + its index, taken in turn (the shipped folder's run)
+    parts = [generate_cases(4, 5 * 7 + i, phrasing=p, split="train")
+             for i, p in enumerate(("template", "paraphrase", "reasoning"))]
+    interleaved = [parts[i % 3][i // 3].instruction for i in range(12)]
+    assert [c.instruction for c in case_source("mixed")(12, 5)] == interleaved
+    assert [c.instruction for c in case_source("mixed", weights=parse_mix("template=1,paraphrase=1,reasoning=1"))(
+        12, 5)] == interleaved
+    heavy = case_source("mixed", weights=parse_mix("template=1,paraphrase=1,reasoning=2"))(24, 5)
+    assert [c.phrasing for c in heavy].count("reasoning") == 12
+    assert [c.phrasing for c in heavy[:4]] == ["template", "paraphrase", "reasoning", "reasoning"]
+    no_template = case_source("mixed", weights=parse_mix("paraphrase=1,reasoning=1"))(10, 5)
+    assert {c.phrasing for c in no_template} == {"paraphrase", "reasoning"}
+
+
+@pytest.mark.parametrize("text", ["reasoning=two", "poetry=1", "template=0", "reasoning"])
+def test_a_bad_mix_is_one_line_naming_the_form(text):
+    from cogniedit.shapes.decomposer.phrasings import parse_mix
+
+    with pytest.raises(ValueError, match=r"mix .*(phrasing=weight|weight 0)") as info:
+        parse_mix(text)
+    assert "\n" not in str(info.value)
