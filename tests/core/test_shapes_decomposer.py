@@ -132,7 +132,7 @@ def test_dropout_only_touches_the_instruction(encoder):
 def test_the_mix_sets_each_phrasings_share_of_a_batch():
     from cogniedit.shapes.decomposer.phrasings import case_source, parse_mix
 
-    # equal weights: each phrasing's cases drawn with seed * 7 + its index, taken in turn (the shipped folder's run)
+    # equal weights: each phrasing's cases drawn with seed * 7 + its index, taken in turn (the previous folder's run)
     parts = [generate_cases(4, 5 * 7 + i, phrasing=p, split="train")
              for i, p in enumerate(("template", "paraphrase", "reasoning"))]
     interleaved = [parts[i % 3][i // 3].instruction for i in range(12)]
@@ -153,3 +153,12 @@ def test_a_bad_mix_is_one_line_naming_the_form(text):
     with pytest.raises(ValueError, match=r"mix .*(phrasing=weight|weight 0)") as info:
         parse_mix(text)
     assert "\n" not in str(info.value)
+
+
+def test_the_training_command_refuses_a_bad_mix_before_building_anything(capsys):
+    from cogniedit.shapes.decomposer.train import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--mix", "reasoning=x", "--out", "never-written"])
+    assert info.value.code == 2
+    assert "mix entry 'reasoning=x': write phrasing=weight" in capsys.readouterr().err

@@ -2,8 +2,8 @@
 
 ``case_source(phrasing, split, weights)`` returns ``fn(n, seed) -> cases``. ``mixed`` interleaves the phrasings
 the installed ``generate_cases`` offers (template, paraphrase, reasoning), so a batch holds all of them, each in
-proportion to its weight (``parse_mix("template=1,paraphrase=1,reasoning=2")``; equal weights when none is given). Training
-uses the ``train`` wording split, checks the ``eval`` split (docs/shapeedit.md says which verbs and frames each
+proportion to its weight (``parse_mix("template=1,paraphrase=1,reasoning=2")``; equal weights when none is
+given). Training uses the ``train`` wording split, checks the ``eval`` split (docs/shapeedit.md says which verbs and frames each
 holds); a ``generate_cases`` without phrasings offers the template only.
 """
 
@@ -59,6 +59,9 @@ def case_source(phrasing: str = "mixed", split: str = "train", weights: dict[str
     # which phrasing each batch position holds: a repeating pattern, round robin over the phrasings with weight
     # left (1:1:2 gives template, paraphrase, reasoning, reasoning)
     pattern = [i for r in range(max(weights.values())) for i, p in enumerate(names) if weights.get(p, 0) > r]
+    if not pattern:
+        raise ValueError(f"the mix {weights} gives weight to none of the phrasings this version offers "
+                         f"({', '.join(names)})")
     sources = [_one(p, split) for p in names]
 
     def mixed(n: int, seed: int):

@@ -218,10 +218,10 @@ def main(argv=None):
     p.add_argument("--out", default=str(DEFAULT_FOLDER), help="model folder to write (default: the shipped one)")
     p.add_argument("--state", default="out/decomposer_train_state.safetensors",
                    help="training state file (resumed when it exists)")
+    helps = {"mix": "share of each phrasing in a mixed batch (default %(default)s)"}
     for key, value in DEFAULTS.items():
-        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+        p.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value, help=helps.get(key))
     p.add_argument("--phrasing", default="mixed", choices=("mixed",) + PHRASINGS)
-    # --mix (from DEFAULTS): the share of each phrasing in a mixed batch, e.g. template=1,paraphrase=1,reasoning=2
     p.add_argument("--layers", type=int, default=DecomposerDims.layers)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true", help="ignore an existing training state and start over")
@@ -231,6 +231,10 @@ def main(argv=None):
                    help="train with the system prompt in the chat template (default: without, see config.py)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    try:
+        parse_mix(args.mix)
+    except ValueError as exc:
+        p.error(str(exc))  # one line and exit 2, before any model is built
     command = "python -m cogniedit.shapes.decomposer.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     kwargs = {k: getattr(args, k) for k in DEFAULTS}
     train(out=args.out, state_path=args.state, phrasing=args.phrasing, dims=DecomposerDims(layers=args.layers),
