@@ -76,9 +76,16 @@ def backend():
     return b
 
 
-def test_a_reasoning_case_names_the_right_object(backend):
+@pytest.fixture(scope="module")
+def reasoning_decomposition(backend):
+    """The hand-made reasoning case and its decomposition by the shipped folder (greedy: one decode serves every
+    test that reads it)."""
     case = _reasoning_case()
-    result = decompose(render_scene(case.source), case.instruction, backend)
+    return case, decompose(render_scene(case.source), case.instruction, backend)
+
+
+def test_a_reasoning_case_names_the_right_object(reasoning_decomposition):
+    case, result = reasoning_decomposition
     assert result.source == "mllm", result.warnings
     assert result.reasoning.startswith("the red circle in the top left corner "), result.reasoning
     ops = answer_ops(result.enriched_instruction, case.source)
@@ -88,17 +95,15 @@ def test_a_reasoning_case_names_the_right_object(backend):
 @pytest.mark.xfail(strict=True, reason="the shipped decomposer (8000 steps, phrasings 1:1:2; 37 % right on reasoning "
                    "cases) names the circle but transfers the wrong colour: its <think> says 'the red circle in the "
                    "top left corner becomes green'; passes once a retrained decomposer reads colour transfers right")
-def test_a_reasoning_case_gets_the_transferred_colour(backend):
-    case = _reasoning_case()
-    result = decompose(render_scene(case.source), case.instruction, backend)
+def test_a_reasoning_case_gets_the_transferred_colour(reasoning_decomposition):
+    case, result = reasoning_decomposition
     assert think_clause(case.source, case.ops[0]) in result.reasoning, result.reasoning
     assert score_decomposition(case, result)["correct"], result.enriched_instruction
 
 
-def test_the_shipped_folder_writes_the_stages_of_stages_py(backend):
+def test_the_shipped_folder_writes_the_stages_of_stages_py(reasoning_decomposition):
     # the weights and the training targets (stages.py) must not drift apart: the scene is listed in today's format
-    case = _reasoning_case()
-    result = decompose(render_scene(case.source), case.instruction, backend)
+    case, result = reasoning_decomposition
     assert result.description == info_text(case.source), result.description
 
 

@@ -3,8 +3,8 @@
 ``case_source(phrasing, split, weights)`` returns ``fn(n, seed) -> cases``. ``mixed`` interleaves the phrasings
 the installed ``generate_cases`` offers (template, paraphrase, reasoning), so a batch holds all of them, each in
 proportion to its weight (``parse_mix("template=1,paraphrase=1,reasoning=2")``; equal weights when none is
-given). Training uses the ``train`` wording split, checks the ``eval`` split (docs/shapeedit.md says which verbs and frames each
-holds); a ``generate_cases`` without phrasings offers the template only.
+given). Training uses the ``train`` wording split, checks the ``eval`` split (docs/shapeedit.md says which verbs
+and frames each holds); a ``generate_cases`` without phrasings offers the template only.
 """
 
 from __future__ import annotations

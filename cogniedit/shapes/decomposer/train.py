@@ -139,7 +139,9 @@ def train(out=DEFAULT_FOLDER, state_path=None, steps=DEFAULTS["steps"], batch=DE
                              "rerun that command to resume it, or pass --fresh to start over")
         vocab = resumed[0]["model.language_model.embed_tokens.vocab"]
     else:
-        vocab = D.vocabulary(encoder, [c for p in phrasings for c in case_source(p, split="train")(vocab_cases, D.TRAIN_SEED_BASE - 1 - seed)])
+        vocab_seed = D.TRAIN_SEED_BASE - 1 - seed
+        vocab = D.vocabulary(encoder, [c for p in phrasings
+                                       for c in case_source(p, split="train")(vocab_cases, vocab_seed)])
     model = to_training_model(new_model(dims, seed), vocab, seed)
     from ..scene import DEFAULT_WORLD
 
