@@ -34,6 +34,9 @@ DEFAULTS: dict = {
         "n_cases": 256,
         "seed": 0,
         "kinds": None,                 # restrict generated case kinds (list) or None for all
+        "phrasing": "template",        # generated cases' wording: template | paraphrase | reasoning | mixed, or a
+                                       # comma list taken in turn (paraphrase,reasoning); docs/shapeedit.md
+        "split": "train",              # wording pool of paraphrase/reasoning cases: train (no held-out verb or frame) | eval
         "records": None,               # real models: JSONL of {"image", "instruction", "mask"?} (training/image_records.py)
         "resolution": 512,             # real models: images get about resolution**2 pixels (their aspect bucket, or a square)
         "buckets": True,               # real models: aspect buckets 1:2..2:1, one bucket per batch (False: centre-crop squares)
@@ -380,6 +383,9 @@ def validate(config: dict, sources: dict | None = None) -> None:
          "must be edit_plus (Qwen-Image-Edit-2509/2511) or edit (the first Qwen-Image-Edit)"),
         ("model.dtype", m["dtype"] in DTYPE_NAMES, f"must be one of {', '.join(DTYPE_NAMES)}"),
         ("data.n_cases", d["n_cases"] >= 1, "must be >= 1"),
+        ("data.phrasing", _phrasings_ok(d["phrasing"]),
+         f"must be one of {', '.join(CASE_PHRASINGS)}, or a comma list of them (e.g. paraphrase,reasoning)"),
+        ("data.split", d["split"] in CASE_SPLITS, f"must be one of {', '.join(CASE_SPLITS)}"),
         ("data.resolution", d["resolution"] >= 1, "must be >= 1 (pixels per side, e.g. 512)"),
         ("lora.rank", lo["rank"] >= 1, "must be >= 1"),
         ("lora.alpha", lo["alpha"] > 0, "must be > 0 (the paper: alpha = rank)"),
@@ -434,6 +440,17 @@ def validate(config: dict, sources: dict | None = None) -> None:
 
 
 DECOMPOSE_BACKENDS = ("rules", "mllm", "transformers_vlm", "openai_http")
+CASE_PHRASINGS = ("template", "paraphrase", "reasoning", "mixed")  # cogniedit.shapes.cases.generate_cases
+CASE_SPLITS = ("train", "eval")
+
+
+def phrasing_list(value: str) -> list[str]:
+    """``data.phrasing`` as the phrasings taken in turn: "paraphrase, reasoning" -> [paraphrase, reasoning]."""
+    return [name.strip() for name in str(value).split(",")]
+
+
+def _phrasings_ok(value) -> bool:
+    return isinstance(value, str) and all(name in CASE_PHRASINGS for name in phrasing_list(value))
 
 
 def decompose_checks(dc: dict) -> list:

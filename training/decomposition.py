@@ -21,18 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cogniedit.decompose.cache import folder_fingerprint
+
 from .config import ConfigError
 
 log = logging.getLogger(__name__)
 
 MIN_DECOMPOSITIONS_BEFORE_STOP = 8
 MAX_NOTE_CHARS = 300
-
-
-def folder_fingerprint(folder) -> list:
-    """Names, sizes and mtimes of a model folder's files: a retrained folder gets new cache keys."""
-    folder = Path(folder)
-    return [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in sorted(folder.iterdir()) if f.is_file()]
 
 
 class CountedBackend:
@@ -79,8 +75,7 @@ def build_backend(section: dict):
     if name == "rules":
         return RulesBackend()
     if name == "mllm":
-        backend = _shipped_backend()
-        return CountedBackend(backend, getattr(getattr(backend, "backend", backend), "model_path", None))
+        return CountedBackend(_shipped_backend())  # its identity names the folder's files (TimedBackend)
     if name == "transformers_vlm":
         folder = Path(section["model"]).expanduser()
         if not (folder / "config.json").is_file():

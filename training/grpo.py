@@ -27,7 +27,7 @@ from cogniedit.focus.weights_file import base_model_hash
 from . import checkpoint as ckpt
 from . import cli, distributed
 from .advantages import compute_advantages
-from .config import ConfigError, config_json, load_config
+from .config import ConfigError, config_json, load_config, phrasing_list
 from .decomposition import build_decomposer
 from .image_records import group_by_size, sheet_tile
 from .lora import inject_lora, lora_parameters, load_lora_state_dict, lora_state_dict, read_lora_file, save_lora_file
@@ -53,7 +53,7 @@ def warmup_cosine(total_steps: int, warmup_frac: float):
 
 def load_cases(data: dict):
     """ShapeEdit cases (a JSONL file or generated), or, with ``data.records``, image edit records."""
-    from cogniedit.shapes.cases import generate_cases, read_jsonl
+    from cogniedit.shapes.cases import read_jsonl
 
     if data.get("records"):
         from .image_records import RecordError, read_records
@@ -71,10 +71,21 @@ def load_cases(data: dict):
         except ValueError as exc:  # names the file and line
             raise ConfigError(f"data.cases: {exc}") from None
     else:
-        cases = generate_cases(int(data["n_cases"]), seed=int(data["seed"]), kinds=data.get("kinds"))
+        cases = generated_cases(data)
     if not cases:
         raise ConfigError("no training cases: check data.cases / data.n_cases")
     return cases
+
+
+def generated_cases(data: dict):
+    """``data.n_cases`` generated cases; a comma list in ``data.phrasing`` takes its phrasings in turn, case by case
+    (each phrasing's own stream of ``generate_cases``, so every case is the one that phrasing alone would give)."""
+    from cogniedit.shapes.cases import generate_cases
+
+    n, phrasings = int(data["n_cases"]), phrasing_list(data.get("phrasing") or "template")
+    per_phrasing = [generate_cases(-(-n // len(phrasings)), seed=int(data["seed"]), kinds=data.get("kinds"),
+                                   phrasing=name, split=data.get("split") or "train") for name in phrasings]
+    return [case for turn in zip(*per_phrasing) for case in turn][:n]
 
 
 class Trainer:

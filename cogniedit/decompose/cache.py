@@ -29,6 +29,12 @@ def image_hash(image: np.ndarray | None) -> str:
     return digest.hexdigest()
 
 
+def folder_fingerprint(folder) -> list:
+    """Names, sizes and mtimes of a model folder's files: a retrained folder gets new cache keys."""
+    folder = Path(folder)
+    return [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in sorted(folder.iterdir()) if f.is_file()]
+
+
 def cache_key(image: np.ndarray | None, instruction: str, backend_identity: dict, settings_identity: dict) -> str:
     payload = json.dumps(
         {"v": DIRECTIVES_VERSION, "image": image_hash(image), "instruction": instruction,

@@ -7,7 +7,8 @@
 wraps a base editor (``cogniedit.shapes.editor.DefaultEditor`` or a bare ``ShapeEditor``):
 
 * decompose: each (source image, instruction) goes through ``cogniedit.decompose.decompose`` (rules by default);
-  the editor encodes the enriched instruction.
+  the editor encodes the enriched instruction. ``decompose_cache=DIR`` keeps a model's answers on disk, so every
+  arm evaluated on the same cases asks the decomposer once.
 * focus ``training_free``: the decomposer's focus phrases are mapped to token positions of the editor's own text
   sequence (``cogniedit.focus.spans``, layout ``qwen_image``: the editor drops ``<|im_start|>user\\n`` as ComfyUI's
   Qwen-Image conditioning does), and ``FocusAttnProcessor`` (``cogniedit.focus.diffusers_adapter``) adds the focus
@@ -44,8 +45,8 @@ FOCUS_MODES = ("off", "training_free", "learned")
 DEFAULT_FOCUS_KINDS = ("colour", "position", "count")
 LORA_PREFIX = "diffusion_model."
 # Options this module understands (evaluate.py routes the default editor here when one is given).
-OPTION_NAMES = ("decompose", "decomposer", "decompose_check", "focus", "focus_strength", "focus_blocks", "focus_kinds",
-                "focus_start", "focus_end", "focus_reference", "focus_weights", "focus_shape", "focus_mode", "lora",
+OPTION_NAMES = ("decompose", "decomposer", "decompose_check", "decompose_cache", "focus", "focus_strength",
+                "focus_blocks", "focus_kinds", "focus_start", "focus_end", "focus_reference", "focus_weights", "focus_shape", "focus_mode", "lora",
                 "lora_strength")
 
 
@@ -114,7 +115,7 @@ class CogniEditEditor:
                  focus_blocks: str = "all", focus_kinds: Sequence[str] | str = DEFAULT_FOCUS_KINDS,
                  focus_start: float = 0.0, focus_end: float = 1.0, focus_reference: bool = False,
                  focus_weights=None, lora=None, lora_strength: float = 1.0, focus_shape: str = "uniform",
-                 focus_mode: str = "bias", decompose_check=None):
+                 focus_mode: str = "bias", decompose_check=None, decompose_cache=None):
         if focus not in FOCUS_MODES:
             raise ValueError(f"focus must be one of {FOCUS_MODES}, got {focus!r}")
         self.model = getattr(base, "model", base)  # DefaultEditor wraps a ShapeEditor
@@ -134,6 +135,11 @@ class CogniEditEditor:
         from .decomposer.answer_check import checks_answers
 
         self.decompose_check = checks_answers(decomposer) if decompose_check is None else _as_switch(decompose_check)
+        # a folder of the model's answers (JSON per image + instruction + model files): arms evaluated on the same
+        # cases ask the decomposer once
+        from ..decompose import DecompositionCache
+
+        self.decompose_cache = DecompositionCache(directory=decompose_cache) if decompose_cache else None
         self.check_counts: Counter = Counter()
         self.last_checks: list[str] = []
         self.focus = focus
@@ -160,7 +166,7 @@ class CogniEditEditor:
     def _decompositions(self, images, instructions):
         from ..decompose import decompose
 
-        out = [decompose(np.asarray(img, np.uint8), text, backend=self.decomposer)
+        out = [decompose(np.asarray(img, np.uint8), text, backend=self.decomposer, cache=self.decompose_cache)
                for img, text in zip(images, instructions)]
         if not self.decompose_check:
             return out
@@ -264,7 +270,7 @@ def load_cogniedit_editor(decompose="off", focus="off", focus_strength: float = 
                           focus_kinds=DEFAULT_FOCUS_KINDS, focus_start: float = 0.0, focus_end: float = 1.0,
                           focus_reference: bool = False, focus_weights=None, decomposer="rules", lora=None,
                           lora_strength: float = 1.0, focus_shape: str = "uniform", focus_mode: str = "bias",
-                          decompose_check=None, base=None, **editor_options):
+                          decompose_check=None, decompose_cache=None, base=None, **editor_options):
     """Factory for ``--editor cogniedit.shapes.cogniedit_editor:load_cogniedit_editor`` (evaluate.py also routes
     ``--editor default`` here when a CogniEdit option is set). ``editor_options`` go to ``load_default_editor``
     (``path``, ``steps``, ``shift``, ``device``); ``base`` overrides the loaded editor (tests)."""
@@ -275,7 +281,7 @@ def load_cogniedit_editor(decompose="off", focus="off", focus_strength: float = 
     elif editor_options:
         raise TypeError(f"unknown options {sorted(editor_options)} (a base editor was given)")
     return CogniEditEditor(base, decompose=decompose, decomposer=decomposer, decompose_check=decompose_check,
-                           focus=focus,
+                           decompose_cache=decompose_cache, focus=focus,
                            focus_strength=focus_strength, focus_blocks=focus_blocks, focus_kinds=focus_kinds,
                            focus_start=focus_start, focus_end=focus_end, focus_reference=focus_reference,
                            focus_weights=focus_weights, lora=lora, lora_strength=lora_strength,

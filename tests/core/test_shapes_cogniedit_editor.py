@@ -166,6 +166,40 @@ def test_decompose_on_feeds_the_enriched_instruction_to_the_editor(editor, monke
     assert seen == ["make the purple circle red"]
 
 
+class CountingBackend(ScriptedBackend):
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, messages, image, settings):
+        self.calls += 1
+        return super().generate(messages, image, settings)
+
+
+def test_a_decompose_cache_folder_asks_the_model_once_for_every_arm(editor, tmp_path):
+    imgs, texts = images(2), [TEXTS[0]] * 2  # two scenes: two answers to keep
+    first, second = CountingBackend(), CountingBackend()
+    arm = wrapped(editor, decompose="on", decomposer=first, decompose_check="off", decompose_cache=tmp_path)
+    out = arm.edit(imgs, texts, seed=1)
+    assert first.calls == 2 and len(list(tmp_path.glob("*.json"))) == 2
+    other_arm = wrapped(editor, decompose="on", decomposer=second, decompose_check="off", decompose_cache=tmp_path)
+    assert np.array_equal(other_arm.edit(imgs, texts, seed=1), out)
+    assert second.calls == 0 and other_arm.last_instructions == ["now make the purple circle red"] * 2
+
+
+def test_the_shipped_backend_keys_answers_by_its_folders_files(tmp_path):
+    from cogniedit.shapes.decomposer import TimedBackend
+
+    class FolderBackend(ScriptedBackend):
+        model_path = str(tmp_path)
+
+    (tmp_path / "model.safetensors").write_bytes(b"1")
+    backend = TimedBackend(FolderBackend())
+    before = backend.identity()
+    assert before["backend"] == "scripted" and before["files"][0][:2] == ["model.safetensors", 1]
+    (tmp_path / "model.safetensors").write_bytes(b"22")  # retrained: a disk cache must not answer for it
+    assert backend.identity() != before
+
+
 def write_lora(editor, path, b_std):
     import copy
 

@@ -57,3 +57,38 @@ def test_numbers_without_a_dot_are_numbers(tmp_path):
     config = load_config(None, ["optim.lr=5e-4", "train.steps=7", "output_dir=runs/1e5x"])
     assert config["optim"]["lr"] == 5e-4 and config["train"]["steps"] == 7
     assert config["output_dir"] == "runs/1e5x"
+
+
+def test_generated_cases_take_the_phrasings_of_a_list_in_turn():
+    from cogniedit.shapes.cases import generate_cases
+    from training.grpo import generated_cases
+
+    data = load_config(None, ["data.n_cases=5", "data.seed=3", "data.phrasing=paraphrase, reasoning"])["data"]
+    cases = generated_cases(data)
+    paraphrases = generate_cases(3, seed=3, phrasing="paraphrase", split="train")
+    reasonings = generate_cases(3, seed=3, phrasing="reasoning", split="train")
+    expected = [paraphrases[0], reasonings[0], paraphrases[1], reasonings[1], paraphrases[2]]
+    assert [c.to_dict() for c in cases] == [c.to_dict() for c in expected]
+    assert [c.split for c in cases] == ["train"] * 5  # training never sees the held-out wording by default
+    # the default is the template grammar the README's runs trained on, case for case
+    template = generated_cases(load_config(None, ["data.n_cases=4", "data.seed=3"])["data"])
+    assert [c.to_dict() for c in template] == [c.to_dict() for c in generate_cases(4, seed=3)]
+
+
+@pytest.mark.parametrize("override, problem", [
+    ("data.phrasing=paraphrse", "data.phrasing='paraphrse' must be one of template, paraphrase, reasoning, mixed"),
+    ("data.phrasing=paraphrase,", "or a comma list of them"),
+    ("data.split=test", "data.split='test' must be one of train, eval"),
+])
+def test_a_bad_phrasing_or_split_is_one_line(override, problem):
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, [override])
+    assert problem in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_config_offers_the_generators_phrasings_and_splits():
+    from cogniedit.shapes.cases import PHRASINGS
+    from cogniedit.shapes.phrasing import SPLITS
+    from training.config import CASE_PHRASINGS, CASE_SPLITS
+
+    assert CASE_PHRASINGS == PHRASINGS + ("mixed",) and set(CASE_SPLITS) == set(SPLITS)
