@@ -293,7 +293,7 @@ def main(argv=None) -> int:
         from .decomposer import decomposer_summary
         from .decomposer.answer_check import CHOICES as CHECK_CHOICES
 
-        decomposer = decomposer_summary(cases, elapsed)
+        decomposer = decomposer_summary(cases, elapsed, getattr(editor, "decompose_cache", None))
         print(decomposer["line"])
         counts = getattr(editor, "check_counts", None) if getattr(editor, "decompose_check", False) else None
         if counts is not None:  # what the grammar check gave the editor (decomposer.answer_check)

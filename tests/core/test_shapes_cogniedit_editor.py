@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from cogniedit.decompose import DecompositionCache
 from cogniedit.focus.learned import LearnedFocus
 from cogniedit.focus.weights_file import base_model_hash, save_focus_weights
 from cogniedit.focus.diffusers_adapter import FocusAttnProcessor, FocusState
@@ -184,6 +185,18 @@ def test_a_decompose_cache_folder_asks_the_model_once_for_every_arm(editor, tmp_
     other_arm = wrapped(editor, decompose="on", decomposer=second, decompose_check="off", decompose_cache=tmp_path)
     assert np.array_equal(other_arm.edit(imgs, texts, seed=1), out)
     assert second.calls == 0 and other_arm.last_instructions == ["now make the purple circle red"] * 2
+
+
+def test_the_decomposer_report_reads_the_answers_an_arm_cached(tmp_path):
+    from cogniedit.shapes.cases import generate_cases
+    from cogniedit.shapes.decomposer.evaluate import decompose_cases
+
+    cases = generate_cases(2, seed=5, phrasing="paraphrase")
+    first, second = CountingBackend(), CountingBackend()
+    asked, _ = decompose_cases(cases, first, cache=DecompositionCache(directory=tmp_path))
+    read, _ = decompose_cases(cases, second, cache=DecompositionCache(directory=tmp_path))
+    assert first.calls == 2 and second.calls == 0  # the report of a cached run generates nothing again
+    assert [d.to_dict() for d in read] == [d.to_dict() for d in asked]
 
 
 def test_the_shipped_backend_keys_answers_by_its_folders_files(tmp_path):

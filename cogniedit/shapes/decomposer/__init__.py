@@ -78,31 +78,32 @@ def shipped_backend() -> TimedBackend:
     return TimedBackend(load_backend(DEFAULT_FOLDER))
 
 
-def decomposer_report(cases, backend: TimedBackend | None = None) -> dict:
+def decomposer_report(cases, backend: TimedBackend | None = None, cache=None) -> dict:
     """Accuracy, malformed and fallback rates of the decomposer on ``cases`` (``scoring``), and its seconds per
-    generation; answers already generated for these prompts are reused."""
+    generation; answers already generated for these prompts, or kept in ``cache`` (the editor's
+    ``decompose_cache``), are reused."""
     from .evaluate import decompose_cases, report
 
     backend = backend or shipped_backend()
-    decompositions, _ = decompose_cases(cases, backend)
+    decompositions, _ = decompose_cases(cases, backend, cache=cache)
     result = report(cases, decompositions, 0.0)
     result["seconds_per_case"] = backend.seconds_per_call()
     return result
 
 
-def decomposer_summary(cases, run_seconds: float) -> dict:
+def decomposer_summary(cases, run_seconds: float, cache=None) -> dict:
     """``decomposer_report`` plus the editor's own seconds per case (the run's time minus generation) and a
     printable line; for ``python -m cogniedit.shapes.evaluate --decompose mllm``."""
     backend = shipped_backend()
-    result = decomposer_report(cases, backend)
+    result = decomposer_report(cases, backend, cache)
     n = max(1, len(cases))
     result["editor_seconds_per_case"] = max(0.0, run_seconds - backend.seconds) / n
     pct = lambda key: f"{100 * result[key]:.1f}%"  # noqa: E731
     per_case = result["seconds_per_case"]
     result["line"] = (f"decomposer (mllm, {result['n']} cases): accuracy {pct('correct')}, malformed "
                       f"{pct('malformed')}, fallback {pct('fallback')}; "
-                      f"{per_case if per_case is None else round(per_case, 3)} s/case beside the editor's "
-                      f"{result['editor_seconds_per_case']:.3f} s/case")
+                      + (f"{round(per_case, 3)} s/case" if per_case is not None else "answers from the decompose cache")
+                      + f" beside the editor's {result['editor_seconds_per_case']:.3f} s/case")
     return result
 
 

@@ -23,14 +23,15 @@ from .folder import DEFAULT_FOLDER
 DEFAULT_SEED = 20261129  # the evaluation command's held-out seed; training seeds start at data.TRAIN_SEED_BASE
 
 
-def decompose_cases(cases, backend, progress=None) -> tuple[list, float]:
-    """Decompositions of ``cases`` through ``decompose()`` (one at a time) and the seconds they took."""
+def decompose_cases(cases, backend, progress=None, cache=None) -> tuple[list, float]:
+    """Decompositions of ``cases`` through ``decompose()`` (one at a time, through ``cache`` when given) and the
+    seconds they took."""
     from ...decompose import decompose
     from ..render import render_scene
 
     started, out = time.perf_counter(), []
     for case in cases:
-        out.append(decompose(render_scene(case.source, case.world), case.instruction, backend))
+        out.append(decompose(render_scene(case.source, case.world), case.instruction, backend, cache=cache))
         if progress is not None:
             progress(1)
     return out, time.perf_counter() - started
