@@ -46,8 +46,8 @@ DEFAULT_FOCUS_KINDS = ("colour", "position", "count")
 LORA_PREFIX = "diffusion_model."
 # Options this module understands (evaluate.py routes the default editor here when one is given).
 OPTION_NAMES = ("decompose", "decomposer", "decompose_check", "decompose_cache", "focus", "focus_strength",
-                "focus_blocks", "focus_kinds", "focus_start", "focus_end", "focus_reference", "focus_weights", "focus_shape", "focus_mode", "lora",
-                "lora_strength")
+                "focus_blocks", "focus_kinds", "focus_start", "focus_end", "focus_reference", "focus_weights",
+                "focus_shape", "focus_mode", "lora", "lora_strength")
 
 
 # --------------------------------------------------------------------------------------------------- LoRA
