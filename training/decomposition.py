@@ -21,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from cogniedit.decompose.cache import folder_fingerprint
-
 from .config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,20 +30,16 @@ MAX_NOTE_CHARS = 300
 
 
 class CountedBackend:
-    """A decomposition backend that counts the times it was asked and adds its model folder's fingerprint to the
-    cache identity; answers are the wrapped backend's own."""
+    """A decomposition backend that counts the times it was asked; its identity (a model backend's names its
+    folder's files) and answers are the wrapped backend's own."""
 
     uses_model = True
 
-    def __init__(self, backend, folder=None):
+    def __init__(self, backend):
         self.backend, self.name, self.calls = backend, backend.name, 0
-        self.fingerprint = folder_fingerprint(folder) if folder is not None else None
 
     def identity(self) -> dict:
-        identity = dict(self.backend.identity())
-        if self.fingerprint is not None:
-            identity["files"] = self.fingerprint
-        return identity
+        return self.backend.identity()
 
     def generate(self, messages, image, settings) -> str:
         self.calls += 1
@@ -75,14 +69,14 @@ def build_backend(section: dict):
     if name == "rules":
         return RulesBackend()
     if name == "mllm":
-        return CountedBackend(_shipped_backend())  # its identity names the folder's files (TimedBackend)
+        return CountedBackend(_shipped_backend())
     if name == "transformers_vlm":
         folder = Path(section["model"]).expanduser()
         if not (folder / "config.json").is_file():
             raise ConfigError(f"decompose.model={section['model']} is not a transformers model folder (no "
                               "config.json); point it at a VLM folder such as Qwen2.5-VL-3B-Instruct")
         backend = TransformersVLMBackend(model_path=str(folder), device=section["device"])
-        return CountedBackend(backend, folder)
+        return CountedBackend(backend)
     api_key = None
     if section["api_key_env"]:
         api_key = os.environ.get(section["api_key_env"])

@@ -199,16 +199,14 @@ def test_the_decomposer_report_reads_the_answers_an_arm_cached(tmp_path):
     assert [d.to_dict() for d in read] == [d.to_dict() for d in asked]
 
 
-def test_the_shipped_backend_keys_answers_by_its_folders_files(tmp_path):
+def test_a_model_folder_backend_keys_answers_by_its_folders_files(tmp_path):
+    from cogniedit.decompose import TransformersVLMBackend
     from cogniedit.shapes.decomposer import TimedBackend
 
-    class FolderBackend(ScriptedBackend):
-        model_path = str(tmp_path)
-
     (tmp_path / "model.safetensors").write_bytes(b"1")
-    backend = TimedBackend(FolderBackend())
+    backend = TimedBackend(TransformersVLMBackend(model_path=str(tmp_path)))  # as the shipped decomposer's
     before = backend.identity()
-    assert before["backend"] == "scripted" and before["files"][0][:2] == ["model.safetensors", 1]
+    assert before["backend"] == "transformers_vlm" and before["files"][0][:2] == ["model.safetensors", 1]
     (tmp_path / "model.safetensors").write_bytes(b"22")  # retrained: a disk cache must not answer for it
     assert backend.identity() != before
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cache import folder_fingerprint
 from ..model_folders import check_model_folder, resolve_model_folder
 from ..settings import DecomposeSettings
 from .base import BackendError, CancelCheck, Cancelled
@@ -109,7 +110,10 @@ class TransformersVLMBackend:
         self._lock = threading.Lock()  # one generate at a time: the model is shared state
 
     def identity(self) -> dict:
-        return {"backend": self.name, "model": self.model_id, "generate": self.extra_generate_kwargs}
+        """Names the model folder's files too: an on-disk cache never serves a retrained folder's old answers."""
+        folder = self.model_path
+        files = folder_fingerprint(folder) if folder is not None and Path(folder).is_dir() else None
+        return {"backend": self.name, "model": self.model_id, "generate": self.extra_generate_kwargs, "files": files}
 
     def load(self):
         if self.model is not None:

@@ -14,9 +14,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from pathlib import Path
 
-from ...decompose.cache import folder_fingerprint
 from .folder import DEFAULT_FOLDER, DecomposerFolderError, load_backend, read_info
 
 MEMO_ENTRIES = 4096
@@ -35,10 +33,7 @@ class TimedBackend:
         self._lock = threading.Lock()
 
     def identity(self) -> dict:
-        """The backend's, plus its folder's files: an on-disk cache never serves a retrained folder's old answers."""
-        folder = getattr(self.backend, "model_path", None)
-        files = folder_fingerprint(folder) if folder is not None and Path(folder).is_dir() else None
-        return {**self.backend.identity(), "files": files}
+        return self.backend.identity()
 
     @staticmethod
     def _key(messages, image, settings) -> str:
