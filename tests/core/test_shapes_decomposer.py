@@ -162,3 +162,19 @@ def test_the_training_command_refuses_a_bad_mix_before_building_anything(capsys)
         main(["--mix", "reasoning=x", "--out", "never-written"])
     assert info.value.code == 2
     assert "mix entry 'reasoning=x': write phrasing=weight" in capsys.readouterr().err
+
+
+
+def test_the_report_breaks_accuracy_down_by_edit_kind():
+    from cogniedit.decompose.parser import decomposition_from_answer
+    from cogniedit.shapes.decomposer.evaluate import format_rows, report
+
+    cases = generate_cases(8, 4242, phrasing="reasoning", split="eval")
+    # the true four stages for colour cases only, an answer outside the grammar for every other kind
+    answers = [stage_text(c.source, c.ops) if c.kind == "colour" else "<answer>make it nicer</answer>" for c in cases]
+    row = report(cases, [decomposition_from_answer(a, c.instruction) for a, c in zip(answers, cases)], 1.0)
+    kinds = {c.kind for c in cases}
+    assert set(row["correct_by_kind"]) == kinds and len(kinds) > 1
+    assert row["correct_by_kind"]["colour"] == 1.0
+    assert all(share == 0.0 for kind, share in row["correct_by_kind"].items() if kind != "colour")
+    assert "reasoning correct by kind: colour 100.0%" in format_rows({"reasoning": row})

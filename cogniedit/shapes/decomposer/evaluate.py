@@ -5,7 +5,8 @@
 
 Per phrasing: accuracy (the model's own ``<answer>`` gives the case's ops), malformed answers (no answer in the
 editor's grammar), fallbacks (the pack's parser used the rules instead), pipeline accuracy (the instruction the
-editor receives, whoever wrote it) and seconds per case. ``--mode backend`` runs every case through
+editor receives, whoever wrote it), seconds per case, and accuracy per edit kind (colour, position, count,
+compound). ``--mode backend`` runs every case through
 ``cogniedit.decompose.decompose`` with the ``transformers_vlm`` backend on the folder, one at a time, exactly as
 the editor wrapper and the ComfyUI node do; ``batched`` (default) runs the same prompts through the same model
 and parser in batches of ``--batch-size`` (left-padded; faster on a CPU).
@@ -50,9 +51,11 @@ def decompose_batched(cases, model, processor, batch_size: int = 32) -> tuple[li
 
 
 def report(cases, decompositions, seconds: float) -> dict:
-    from .scoring import score_decomposition, summarise
+    from .scoring import correct_by_kind, score_decomposition, summarise
 
-    summary = summarise([score_decomposition(c, d) for c, d in zip(cases, decompositions)])
+    rows = [score_decomposition(c, d) for c, d in zip(cases, decompositions)]
+    summary = summarise(rows)
+    summary["correct_by_kind"] = correct_by_kind(cases, rows)
     summary["seconds_per_case"] = seconds / max(1, len(cases))
     return summary
 
@@ -63,6 +66,10 @@ def format_rows(rows: dict) -> str:
     for name, r in rows.items():
         cells = [f"{r['n']:16d}"] + [f"{100 * r[c]:15.1f}%" for c in cols[1:6]] + [f"{r['seconds_per_case']:16.3f}"]
         lines.append(f"{name:11s} " + "  ".join(cells))
+    for name, r in rows.items():
+        kinds = " / ".join(f"{kind} {100 * share:.1f}%" for kind, share in r.get("correct_by_kind", {}).items())
+        if kinds:
+            lines.append(f"{name} correct by kind: {kinds}")
     return "\n".join(lines)
 
 

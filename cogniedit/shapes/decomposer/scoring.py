@@ -30,3 +30,13 @@ def summarise(rows: list[dict]) -> dict:
     for key in ("correct", "malformed", "fallback", "pipeline_correct", "info_correct"):
         out[key] = sum(r[key] for r in rows) / n if n else None
     return out
+
+
+def correct_by_kind(cases, rows: list[dict]) -> dict[str, float]:
+    """The share of correct answers per edit kind (colour, position, count, compound), in the order first met."""
+    tally: dict[str, list[int]] = {}
+    for case, row in zip(cases, rows):
+        hits = tally.setdefault(case.kind, [0, 0])
+        hits[0] += bool(row["correct"])
+        hits[1] += 1
+    return {kind: right / total for kind, (right, total) in tally.items()}
