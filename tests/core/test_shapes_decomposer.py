@@ -164,7 +164,6 @@ def test_the_training_command_refuses_a_bad_mix_before_building_anything(capsys)
     assert "mix entry 'reasoning=x': write phrasing=weight" in capsys.readouterr().err
 
 
-
 def test_the_report_breaks_accuracy_down_by_edit_kind():
     from cogniedit.decompose.parser import decomposition_from_answer
     from cogniedit.shapes.decomposer.evaluate import format_rows, report
