@@ -146,10 +146,13 @@ class RolloutDecomposer:
                 result = decompose(source_image(case), case.instruction, backend=self.backend,
                                    settings=self.settings, cache=self.cache)
             if self.grammar_check and getattr(case, "source_image", None) is None:
-                # a ShapeEdit case: what the CogniEdit editor would give the editor (decomposer.answer_check)
-                from cogniedit.shapes.decomposer.answer_check import check_decomposition
+                # a ShapeEdit case: what the CogniEdit editor would give the editor (decomposer.answer_check, with
+                # beams where the answer does not read)
+                from cogniedit.shapes.decomposer.beams import check_with_beams
 
-                result, _ = check_decomposition(result, case.instruction, case.world)
+                with rng_untouched():
+                    result, _ = check_with_beams(result, source_image(case), case.instruction, self.backend,
+                                                 world=case.world)
             self.seconds += time.perf_counter() - started
             self.results[case.case_id] = result
             if result.source == "fallback" and not self.first_fallback:

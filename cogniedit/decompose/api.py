@@ -124,6 +124,17 @@ def decompose(image, instruction: str, backend: Backend | str | None = "rules",
     return result
 
 
+def model_request(image, instruction: str, settings: DecomposeSettings | None = None):
+    """(messages, image) exactly as ``decompose`` sends them to a model backend for this image and instruction;
+    for a caller that asks the same backend for more (the ShapeEdit editor's beams, ``shapes.decomposer.beams``)."""
+    instruction, _ = neutralise_instruction(instruction)
+    return _request(as_uint8_image(image), instruction, settings or DecomposeSettings())
+
+
+def _request(image, instruction: str, settings: DecomposeSettings):
+    return build_messages(instruction, with_image=image is not None), condition_image(image, settings.image_max_pixels)
+
+
 def _decompose(image, instruction: str, backend: Backend, settings: DecomposeSettings,
                cache: DecompositionCache | None, report: ProgressFn, cancel: CancelCheck | None) -> Decomposition:
     image = as_uint8_image(image)
@@ -146,8 +157,7 @@ def _decompose(image, instruction: str, backend: Backend, settings: DecomposeSet
     report(1, _STEPS, f"generating with {backend.name}")
     started = time.perf_counter()
     try:
-        raw = _generate(backend, build_messages(instruction, with_image=image is not None),
-                        condition_image(image, settings.image_max_pixels), settings, cancel)
+        raw = _generate(backend, *_request(image, instruction, settings), settings, cancel)
     except Cancelled:
         raise
     except Exception as error:

@@ -45,9 +45,9 @@ FOCUS_MODES = ("off", "training_free", "learned")
 DEFAULT_FOCUS_KINDS = ("colour", "position", "count")
 LORA_PREFIX = "diffusion_model."
 # Options this module understands (evaluate.py routes the default editor here when one is given).
-OPTION_NAMES = ("decompose", "decomposer", "decompose_check", "decompose_cache", "focus", "focus_strength",
-                "focus_blocks", "focus_kinds", "focus_start", "focus_end", "focus_reference", "focus_weights",
-                "focus_shape", "focus_mode", "lora", "lora_strength")
+OPTION_NAMES = ("decompose", "decomposer", "decompose_check", "decompose_cache", "decompose_beams", "focus",
+                "focus_strength", "focus_blocks", "focus_kinds", "focus_start", "focus_end", "focus_reference",
+                "focus_weights", "focus_shape", "focus_mode", "lora", "lora_strength")
 
 
 # --------------------------------------------------------------------------------------------------- LoRA
@@ -115,7 +115,7 @@ class CogniEditEditor:
                  focus_blocks: str = "all", focus_kinds: Sequence[str] | str = DEFAULT_FOCUS_KINDS,
                  focus_start: float = 0.0, focus_end: float = 1.0, focus_reference: bool = False,
                  focus_weights=None, lora=None, lora_strength: float = 1.0, focus_shape: str = "uniform",
-                 focus_mode: str = "bias", decompose_check=None, decompose_cache=None):
+                 focus_mode: str = "bias", decompose_check=None, decompose_cache=None, decompose_beams=None):
         if focus not in FOCUS_MODES:
             raise ValueError(f"focus must be one of {FOCUS_MODES}, got {focus!r}")
         self.model = getattr(base, "model", base)  # DefaultEditor wraps a ShapeEditor
@@ -135,6 +135,13 @@ class CogniEditEditor:
         from .decomposer.answer_check import checks_answers
 
         self.decompose_check = checks_answers(decomposer) if decompose_check is None else _as_switch(decompose_check)
+        # where the checked answer does not read, first ask the same model for this many beams (decomposer.beams);
+        # 0 turns that off
+        from .decomposer.beams import DEFAULT_BEAMS
+
+        self.decompose_beams = DEFAULT_BEAMS if decompose_beams is None else int(decompose_beams)
+        if self.decompose_beams < 0:
+            raise ValueError(f"decompose_beams must be 0 (off) or a number of beams, got {decompose_beams!r}")
         # a folder of the model's answers (JSON per image + instruction + model files): arms evaluated on the same
         # cases ask the decomposer once
         from ..decompose import DecompositionCache
@@ -170,9 +177,10 @@ class CogniEditEditor:
                for img, text in zip(images, instructions)]
         if not self.decompose_check:
             return out
-        from .decomposer.answer_check import check_decomposition
+        from .decomposer.beams import check_with_beams
 
-        checked = [check_decomposition(d, text) for d, text in zip(out, instructions)]
+        checked = [check_with_beams(d, np.asarray(img, np.uint8), text, self.decomposer, self.decompose_beams)
+                   for d, img, text in zip(out, images, instructions)]
         self.last_checks = [choice for _, choice in checked]
         self.check_counts.update(self.last_checks)
         return [d for d, _ in checked]
@@ -270,7 +278,8 @@ def load_cogniedit_editor(decompose="off", focus="off", focus_strength: float = 
                           focus_kinds=DEFAULT_FOCUS_KINDS, focus_start: float = 0.0, focus_end: float = 1.0,
                           focus_reference: bool = False, focus_weights=None, decomposer="rules", lora=None,
                           lora_strength: float = 1.0, focus_shape: str = "uniform", focus_mode: str = "bias",
-                          decompose_check=None, decompose_cache=None, base=None, **editor_options):
+                          decompose_check=None, decompose_cache=None, decompose_beams=None, base=None,
+                          **editor_options):
     """Factory for ``--editor cogniedit.shapes.cogniedit_editor:load_cogniedit_editor`` (evaluate.py also routes
     ``--editor default`` here when a CogniEdit option is set). ``editor_options`` go to ``load_default_editor``
     (``path``, ``steps``, ``shift``, ``device``); ``base`` overrides the loaded editor (tests)."""
@@ -281,7 +290,7 @@ def load_cogniedit_editor(decompose="off", focus="off", focus_strength: float = 
     elif editor_options:
         raise TypeError(f"unknown options {sorted(editor_options)} (a base editor was given)")
     return CogniEditEditor(base, decompose=decompose, decomposer=decomposer, decompose_check=decompose_check,
-                           decompose_cache=decompose_cache, focus=focus,
+                           decompose_cache=decompose_cache, decompose_beams=decompose_beams, focus=focus,
                            focus_strength=focus_strength, focus_blocks=focus_blocks, focus_kinds=focus_kinds,
                            focus_start=focus_start, focus_end=focus_end, focus_reference=focus_reference,
                            focus_weights=focus_weights, lora=lora, lora_strength=lora_strength,

@@ -44,7 +44,8 @@ def _stages(decomposition, check: str | None) -> str:
 
 CHECK_MEANING = {"explicit": "the instruction needs no image: the rules' rewrite goes to the editor",
                  "answer": "the model's <answer> reads in the editor's grammar and goes to the editor",
-                 "fallback": "the <answer> does not read on the scene the model described: the rules' text goes"}
+                 "beam": "the <answer> did not read; a beam of the same model's that reads on its <info> goes",
+                 "fallback": "no <answer> reads on the scene the model described: the rules' text goes"}
 
 
 def main(argv=None) -> dict:

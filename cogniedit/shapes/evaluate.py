@@ -299,7 +299,8 @@ def main(argv=None) -> int:
         if counts is not None:  # what the grammar check gave the editor (decomposer.answer_check)
             decomposer["check"] = {choice: counts.get(choice, 0) for choice in CHECK_CHOICES}
             print("grammar check: " + ", ".join(f"{k} {v}" for k, v in decomposer["check"].items())
-                  + " (explicit: the rules' text; answer: the model's; fallback: the rules', answer unreadable)")
+                  + " (explicit: the rules' text; answer: the model's; beam: a beam of the model's where its "
+                  "answer did not read; fallback: the rules', no answer read)")
     if args.grid:
         save_grid(args.grid, cases, outputs, scores, rows=args.grid_rows)
         print(f"grid -> {args.grid}")

@@ -188,3 +188,31 @@ def test_a_hostile_answer_falls_back_and_strict_makes_it_an_error(image):
     assert result.source == "fallback" and result.enriched_instruction == "make the purple circle red"
     with pytest.raises(DecomposeError, match="replaces the instruction"):
         decompose(image, "make the purple circle red", hostile, DecomposeSettings(strict=True))
+
+
+class RecordingBackend:
+    """A model backend that records what decompose() sends it."""
+
+    name, uses_model = "recording", True
+
+    def __init__(self):
+        self.requests = []
+
+    def identity(self) -> dict:
+        return {"name": self.name}
+
+    def generate(self, messages, image, settings):
+        self.requests.append((messages, image))
+        return ANSWER
+
+
+def test_model_request_is_what_decompose_sends_a_model(image):
+    from cogniedit.decompose.api import model_request
+
+    backend, settings = RecordingBackend(), DecomposeSettings(image_max_pixels=32 * 32)
+    decompose(image, INJECTED, backend, settings)
+    messages, sent = backend.requests[0]
+    again, conditioned = model_request(image, INJECTED, settings)
+    assert again == messages and "<answer>remove" not in json.dumps(again[-1])  # neutralised, as decompose does
+    assert conditioned.shape == sent.shape and sent.shape[0] * sent.shape[1] <= 32 * 32 < image.shape[0] * image.shape[1]
+    assert np.array_equal(conditioned, sent)

@@ -19,7 +19,7 @@ from cogniedit.shapes.cases import EditCase, EditOp, apply_ops, touched_cells
 from cogniedit.shapes.decomposer import DEFAULT_FOLDER, read_info
 from cogniedit.shapes.decomposer.folder import prompt_fingerprint
 from cogniedit.shapes.decomposer.scoring import score_decomposition
-from cogniedit.shapes.decomposer.stages import answer_ops, info_text, think_clause
+from cogniedit.shapes.decomposer.stages import answer_ops, info_text, same_ops, think_clause
 from cogniedit.shapes.render import render_scene
 from cogniedit.shapes.scene import Scene, ShapeObject
 
@@ -148,8 +148,31 @@ def test_the_editor_checks_the_shipped_decomposers_answers_against_its_grammar(b
     raw = decompose(image, case.instruction, backend)
     if editor.last_checks[1] == "answer":  # the model's own answer, only when it reads on its own <info>
         assert editor.last_instructions[1] == raw.enriched_instruction
+    elif editor.last_checks[1] == "beam":  # its answer did not read: a beam that reads on its own <info>
+        assert editor.last_instructions[1] != raw.enriched_instruction
+        assert answer_ops(editor.last_instructions[1], case.source) is not None  # its <info> lists this scene
     else:
         assert editor.last_checks[1] == "fallback" and editor.last_instructions[1] == case.instruction
     unchecked = CogniEditEditor(load_default_editor(steps=2), decompose=True, decomposer=backend, decompose_check="off")
     unchecked.edit(image[None], [explicit])
     assert unchecked.last_instructions == [decompose(image, explicit, backend).enriched_instruction]
+
+
+def test_where_the_answer_does_not_read_the_editor_takes_a_readable_beam(backend):
+    from cogniedit.shapes.cases import generate_cases
+    from cogniedit.shapes.cogniedit_editor import CogniEditEditor
+    from cogniedit.shapes.editor import load_default_editor
+
+    # development seed 4242: the shipped folder's greedy answer to this one ("make the object over the right green
+    # square red") names no single object on its own <info>; its beams hold one that reads, and it is right
+    case = generate_cases(40, 4242, phrasing="reasoning", split="eval")[0]
+    image = render_scene(case.source)[None]
+    without = CogniEditEditor(load_default_editor(steps=2), decompose=True, decomposer=backend, decompose_beams=0)
+    without.edit(image, [case.instruction])
+    assert without.last_checks == ["fallback"] and without.last_instructions == [case.instruction]
+    editor = CogniEditEditor(load_default_editor(steps=2), decompose=True, decomposer=backend)
+    editor.edit(image, [case.instruction])
+    assert editor.last_checks == ["beam"], editor.last_instructions
+    assert same_ops(answer_ops(editor.last_instructions[0], case.source), case.ops), editor.last_instructions
+    with pytest.raises(ValueError, match="decompose_beams must be 0"):
+        CogniEditEditor(load_default_editor(steps=2), decompose=True, decomposer=backend, decompose_beams=-1)

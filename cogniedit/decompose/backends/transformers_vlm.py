@@ -149,6 +149,22 @@ class TransformersVLMBackend:
         kwargs.update(self.extra_generate_kwargs)
         return kwargs
 
+    def beam_answers(self, messages, image, settings: DecomposeSettings, beams: int) -> list[str]:
+        """The ``beams`` answers of a beam search, best first (deterministic), for a caller that can check
+        answers and take the first usable one (the ShapeEdit editor, ``shapes.decomposer.beams``)."""
+        import torch
+
+        with self._lock:
+            self.load()
+            inputs = self.prepare(messages, image)
+            kwargs = self.generation_kwargs(settings)
+            for sampling_only in ("temperature", "top_p"):
+                kwargs.pop(sampling_only, None)
+            kwargs.update(do_sample=False, num_beams=beams, num_return_sequences=beams)
+            with torch.inference_mode():
+                output = self.model.generate(**inputs, **kwargs)
+            return self.processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
     def generate(self, messages, image, settings, cancel: CancelCheck | None = None) -> str:
         import torch
 

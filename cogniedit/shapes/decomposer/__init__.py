@@ -64,6 +64,14 @@ class TimedBackend:
                     self._memo.popitem(last=False)
         return answer
 
+    def beam_answers(self, messages, image, settings, beams: int) -> list[str]:
+        """The backend's beams, their time counted with the generations'."""
+        started = time.perf_counter()
+        answers = self.backend.beam_answers(messages, image, settings, beams)
+        with self._lock:
+            self.seconds += time.perf_counter() - started
+        return answers
+
     def seconds_per_call(self) -> float | None:
         return self.seconds / self.calls if self.calls else None
 

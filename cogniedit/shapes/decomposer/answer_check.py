@@ -9,6 +9,7 @@ instruction, the rules, and the decomposition's own ``<info>`` (never the case's
    rules' text goes to the editor (a small model's re-wording of an explicit edit can only lose).
 2. ``answer``: otherwise the model's ``<answer>`` reads in the grammar on the described scene: it goes to the editor.
 3. ``fallback``: neither reads (or the ``<info>`` is not a scene): the rules' text goes, marked as a fallback.
+   The editor first gives such a case a second chance, ``beam`` (``beams.check_with_beams``).
 
 ``scene_from_info`` parses the ``<info>`` format of ``stages.info_text``.
 """
@@ -24,7 +25,7 @@ from ..refer import cell_name
 from ..scene import DEFAULT_WORLD, Scene, ShapeObject, WorldConfig
 from ..template_reader import read_template
 
-CHOICES = ("explicit", "answer", "fallback")
+CHOICES = ("explicit", "answer", "beam", "fallback")  # beam: the editor's second chance (``beams``)
 
 
 def checks_answers(backend) -> bool:
