@@ -152,7 +152,7 @@ class RolloutDecomposer:
 
                 with rng_untouched():
                     result, _ = check_with_beams(result, source_image(case), case.instruction, self.backend,
-                                                 world=case.world)
+                                                 world=case.world, settings=self.settings)
             self.seconds += time.perf_counter() - started
             self.results[case.case_id] = result
             if result.source == "fallback" and not self.first_fallback:

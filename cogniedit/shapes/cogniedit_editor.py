@@ -173,14 +173,15 @@ class CogniEditEditor:
     def _decompositions(self, images, instructions):
         from ..decompose import decompose
 
-        out = [decompose(np.asarray(img, np.uint8), text, backend=self.decomposer, cache=self.decompose_cache)
-               for img, text in zip(images, instructions)]
+        arrays = [np.asarray(img, np.uint8) for img in images]
+        out = [decompose(img, text, backend=self.decomposer, cache=self.decompose_cache)
+               for img, text in zip(arrays, instructions)]
         if not self.decompose_check:
             return out
         from .decomposer.beams import check_with_beams
 
-        checked = [check_with_beams(d, np.asarray(img, np.uint8), text, self.decomposer, self.decompose_beams)
-                   for d, img, text in zip(out, images, instructions)]
+        checked = [check_with_beams(d, img, text, self.decomposer, self.decompose_beams)
+                   for d, img, text in zip(out, arrays, instructions)]
         self.last_checks = [choice for _, choice in checked]
         self.check_counts.update(self.last_checks)
         return [d for d, _ in checked]

@@ -177,3 +177,24 @@ def test_the_report_breaks_accuracy_down_by_edit_kind():
     assert row["correct_by_kind"]["colour"] == 1.0
     assert all(share == 0.0 for kind, share in row["correct_by_kind"].items() if kind != "colour")
     assert "reasoning correct by kind: colour 100.0%" in format_rows({"reasoning": row})
+
+
+def test_the_beams_are_asked_with_the_settings_the_answer_was_made_with():
+    from cogniedit.decompose.parser import decomposition_from_answer
+    from cogniedit.decompose.settings import DecomposeSettings
+    from cogniedit.shapes.decomposer.beams import check_with_beams
+
+    class Beams:
+        def __init__(self):
+            self.settings = []
+
+        def beam_answers(self, messages, image, settings, beams):
+            self.settings.append(settings)
+            return []
+
+    unreadable = decomposition_from_answer("<info>a scene</info><answer>make it nicer</answer>", "make it nicer")
+    image, backend, settings = np.zeros((48, 48, 3), np.uint8), Beams(), DecomposeSettings(max_new_tokens=99)
+    _, choice = check_with_beams(unreadable, image, "make it nicer", backend, settings=settings)
+    assert choice == "fallback" and backend.settings == [settings]
+    check_with_beams(unreadable, image, "make it nicer", backend)
+    assert backend.settings[1] == DecomposeSettings()

@@ -28,22 +28,24 @@ def offers_beams(backend) -> bool:
 
 
 def check_with_beams(decomposition: Decomposition, image, instruction: str, backend, beams: int = DEFAULT_BEAMS,
-                     world: WorldConfig = DEFAULT_WORLD) -> tuple[Decomposition, str]:
+                     world: WorldConfig = DEFAULT_WORLD,
+                     settings: DecomposeSettings | None = None) -> tuple[Decomposition, str]:
     """``answer_check.check_decomposition``; where it would fall back although the model answered, the first
     readable of the backend's beams instead (route ``beam``). ``beams`` 0, a backend without beams or a backend
-    that failed (no answer at all) leave the check as it is."""
+    that failed (no answer at all) leave the check as it is. ``settings``: the ones the decomposition was made
+    with, so the beams see the same prompt and image."""
     checked, choice = check_decomposition(decomposition, instruction, world)
     if choice != "fallback" or not beams or not decomposition.raw or not offers_beams(backend):
         return checked, choice
-    beam = readable_beam(backend, image, instruction, beams, world)
+    beam = readable_beam(backend, image, instruction, beams, world, settings)
     return (beam, "beam") if beam is not None else (checked, choice)
 
 
-def readable_beam(backend, image, instruction: str, beams: int = DEFAULT_BEAMS,
-                  world: WorldConfig = DEFAULT_WORLD) -> Decomposition | None:
+def readable_beam(backend, image, instruction: str, beams: int = DEFAULT_BEAMS, world: WorldConfig = DEFAULT_WORLD,
+                  settings: DecomposeSettings | None = None) -> Decomposition | None:
     """The first of the backend's ``beams`` answers that reads in the grammar on its own ``<info>`` (checked as
     ``answer_check`` checks the greedy one), or None when none does."""
-    settings = DecomposeSettings()
+    settings = settings or DecomposeSettings()
     messages, conditioned = model_request(image, instruction, settings)
     for raw in backend.beam_answers(messages, conditioned, settings, beams):
         checked, choice = check_decomposition(decomposition_from_answer(raw, instruction), instruction, world)
